@@ -1,0 +1,47 @@
+# The two commands of the quick start:
+#   make run   — serve the broker on 127.0.0.1:8787/mcp with examples/broker.yaml (embedded defaults)
+#   make test  — install everything the tests need and run the whole suite (what CI runs)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test install node-tools lint typecheck pytest bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mcp-broker serve -c examples/broker.yaml
+
+node-tools:
+	scripts/install-node-tools.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check broker tests examples bench
+	$(BIN)/ruff format --check broker
+
+typecheck: $(STAMP)
+	$(BIN)/mypy broker
+
+pytest: $(STAMP) node-tools
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Refresh the pinned versions after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^mcp-authz-broker' > constraints.txt
+
+clean:
+	rm -rf $(VENV) tools/node/node_modules .pytest_cache .mypy_cache .ruff_cache

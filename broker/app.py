@@ -1,0 +1,145 @@
+"""The composition root: builds every component from one config and wires them together.
+
+No other module reads the config as a whole or constructs another layer's objects;
+everything is passed in from here, so tests can build the same graph with real parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from broker.catalog.catalog import Catalog
+from broker.config import BrokerConfig
+from broker.front.http import McpEndpoint, Receive, Scope, Send
+from broker.gateway.gateway import Gateway
+from broker.gateway.pipeline import build_pipeline
+from broker.gateway.sessions import DownstreamSession, SessionRegistry
+from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
+
+log = logging.getLogger("broker")
+
+
+def broker_version() -> str:
+    try:
+        return version("mcp-authz-broker")
+    except PackageNotFoundError:
+        return "0.0.0+local"
+
+
+class StartupError(Exception):
+    """The broker must not start; each problem says why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.version = broker_version()
+        enabled = [u for u in config.upstreams if u.enabled]
+        self.catalog = Catalog([u.name for u in enabled], {u.name: u.namespace for u in enabled})
+        self.sessions = SessionRegistry(
+            idle_timeout=config.http.session_idle_timeout,
+            max_sessions=config.http.max_sessions,
+            on_closed=self._session_closed,
+        )
+        self.gateway = Gateway(
+            server_name=config.server.name,
+            server_version=self.version,
+            instructions=config.server.instructions,
+            catalog=self.catalog,
+            sessions=self.sessions,
+            page_size=config.catalog.page_size,
+        )
+        self.upstreams = {
+            u.name: UpstreamSupervisor(
+                u,
+                self.gateway,
+                self.gateway,
+                client_name=config.server.name,
+                client_version=self.version,
+            )
+            for u in enabled
+        }
+        pipeline = build_pipeline(self.catalog, self.upstreams, self.gateway.availability)
+        self.gateway.attach(pipeline, self.upstreams)
+
+    async def _session_closed(self, session: DownstreamSession) -> None:
+        await self.gateway.session_closed(session)
+
+    async def start(self) -> None:
+        """Start every upstream (in parallel); refuse to run if the catalog has clashes."""
+        await asyncio.gather(*(u.start() for u in self.upstreams.values()))
+        problems = self.catalog.problems
+        if problems:
+            await self.stop()
+            raise StartupError(problems)
+        ready = [n for n, u in self.upstreams.items() if u.state is UpstreamState.READY]
+        log.info(
+            "broker %s: %d/%d upstream(s) ready (%s); %d tools, %d resources, %d prompts",
+            self.version,
+            len(ready),
+            len(self.upstreams),
+            ", ".join(ready) or "none",
+            len(self.catalog.tool_list),
+            len(self.catalog.resource_list),
+            len(self.catalog.prompt_list),
+        )
+        self.sessions.start_reaper()
+
+    async def stop(self) -> None:
+        await self.sessions.stop()
+        await asyncio.gather(*(u.stop() for u in self.upstreams.values()), return_exceptions=True)
+        await self.gateway.aclose()
+
+    def readiness(self) -> dict[str, Any]:
+        upstreams = {
+            name: {"state": u.state.value, "last_error": u.last_error, "restarts": u.restarts}
+            for name, u in self.upstreams.items()
+        }
+        return {
+            "ready": True,
+            "catalog": {
+                "version": self.catalog.version,
+                "tools": len(self.catalog.tool_list),
+                "problems": self.catalog.problems,
+            },
+            "upstreams": upstreams,
+            "sessions": len(self.sessions),
+        }
+
+    def http_app(self) -> HttpApp:
+        return HttpApp(self)
+
+
+class HttpApp:
+    """Top-level ASGI app: the MCP path goes straight to the endpoint; the rest is Starlette."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._path = broker.config.http.path
+        self._endpoint = McpEndpoint(broker.gateway, broker.sessions, broker.config.http)
+
+        async def healthz(request: Request) -> JSONResponse:
+            return JSONResponse({"status": "ok"})
+
+        async def readyz(request: Request) -> JSONResponse:
+            state = broker.readiness()
+            return JSONResponse(state, status_code=200 if state["ready"] else 503)
+
+        self._other = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in (self._path, self._path + "/"):
+            await self._endpoint(scope, receive, send)
+        else:
+            await self._other(scope, receive, send)  # type: ignore[arg-type]

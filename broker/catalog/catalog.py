@@ -1,0 +1,215 @@
+"""The aggregated catalog: every upstream's tools, resources, templates and prompts under one roof.
+
+Rebuilt whole (it is small) whenever an upstream connects, drops or changes its
+lists, so lookups on the hot path are single dict reads and list answers are ready
+to send. Each rebuild bumps `version`, which list caches and policy decisions key on.
+
+Two upstreams exposing the same public name is never resolved silently: the entry of
+the upstream listed first in the config stays, the other is withheld, and the clash
+is reported in `problems` (at startup the broker refuses to start).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
+
+from broker.catalog.names import public_name, public_uri, split_uri
+
+log = logging.getLogger("broker.catalog")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One tool or prompt as callers see it, and where it really lives."""
+
+    name: str
+    upstream: str
+    upstream_name: str
+    definition: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamOffer:
+    """What one upstream currently offers, plus how it is exposed."""
+
+    name: str
+    namespace: bool
+    tools: Sequence[dict[str, Any]] = ()
+    resources: Sequence[dict[str, Any]] = ()
+    resource_templates: Sequence[dict[str, Any]] = ()
+    prompts: Sequence[dict[str, Any]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRoute:
+    upstream: str
+    upstream_uri: str
+    namespace: bool
+
+
+@dataclass
+class _Index:
+    tools: dict[str, Entry] = field(default_factory=dict)
+    prompts: dict[str, Entry] = field(default_factory=dict)
+    resources: dict[str, ResourceRoute] = field(default_factory=dict)
+    resource_list: list[dict[str, Any]] = field(default_factory=list)
+    template_list: list[dict[str, Any]] = field(default_factory=list)
+    templates: list[tuple[UriTemplate, str]] = field(default_factory=list)  # un-namespaced only
+    template_routes: dict[str, ResourceRoute] = field(default_factory=dict)  # public template → owner
+    problems: list[str] = field(default_factory=list)
+
+
+class Catalog:
+    def __init__(self, upstream_order: Sequence[str], namespaced: dict[str, bool]) -> None:
+        self._order = list(upstream_order)
+        self._namespaced = dict(namespaced)
+        self._offers: dict[str, UpstreamOffer] = {}
+        self.version = 0
+        self._index = _Index()
+        self.tool_list: list[dict[str, Any]] = []
+        self.prompt_list: list[dict[str, Any]] = []
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def set_offer(self, offer: UpstreamOffer) -> list[str]:
+        """Replace one upstream's offer; returns the clash problems of the new catalog."""
+        self._offers[offer.name] = offer
+        self._rebuild()
+        return self.problems
+
+    def remove(self, upstream: str) -> None:
+        if self._offers.pop(upstream, None) is not None:
+            self._rebuild()
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self._index.problems)
+
+    def _rebuild(self) -> None:
+        index = _Index()
+        for name in self._order:
+            offer = self._offers.get(name)
+            if offer is not None:
+                self._add(index, offer)
+        self._index = index
+        self.tool_list = [e.definition for e in index.tools.values()]
+        self.prompt_list = [e.definition for e in index.prompts.values()]
+        self.version += 1
+
+    def _add(self, index: _Index, offer: UpstreamOffer) -> None:
+        ns = offer.namespace
+        for kind, items, table in (
+            ("tool", offer.tools, index.tools),
+            ("prompt", offer.prompts, index.prompts),
+        ):
+            for item in items:
+                original = item.get("name")
+                if not isinstance(original, str) or not original:
+                    index.problems.append(f"upstream {offer.name} lists a {kind} without a name; ignored")
+                    continue
+                public = public_name(offer.name, original, ns)
+                clash = table.get(public)
+                if clash is not None:
+                    index.problems.append(
+                        f"{kind} name {public!r} is exposed by both upstream {clash.upstream!r} "
+                        f"and upstream {offer.name!r}; keeping {clash.upstream!r}'s. "
+                        f"Turn namespacing on for one of them."
+                    )
+                    continue
+                definition = dict(item, name=public) if ns else item
+                table[public] = Entry(public, offer.name, original, definition)
+        for resource in offer.resources:
+            uri = resource.get("uri")
+            if not isinstance(uri, str):
+                continue
+            public = public_uri(offer.name, uri, ns)
+            other = index.resources.get(public)
+            if other is not None:
+                index.problems.append(
+                    f"resource {public!r} is exposed by both upstream {other.upstream!r} and upstream "
+                    f"{offer.name!r}; keeping {other.upstream!r}'s"
+                )
+                continue
+            index.resources[public] = ResourceRoute(offer.name, uri, ns)
+            index.resource_list.append(dict(resource, uri=public) if ns else resource)
+        for template in offer.resource_templates:
+            pattern = template.get("uriTemplate")
+            if not isinstance(pattern, str):
+                continue
+            public_pattern = public_uri(offer.name, pattern, ns)
+            index.template_list.append(dict(template, uriTemplate=public_pattern) if ns else template)
+            index.template_routes.setdefault(public_pattern, ResourceRoute(offer.name, pattern, ns))
+            if not ns:
+                try:
+                    index.templates.append((UriTemplate.parse(pattern), offer.name))
+                except InvalidUriTemplate as exc:
+                    log.warning(
+                        "upstream %s: resource template %r is not valid: %s", offer.name, pattern, exc
+                    )
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def tool(self, name: str) -> Entry | None:
+        return self._index.tools.get(name)
+
+    def prompt(self, name: str) -> Entry | None:
+        return self._index.prompts.get(name)
+
+    @property
+    def resource_list(self) -> list[dict[str, Any]]:
+        return self._index.resource_list
+
+    @property
+    def template_list(self) -> list[dict[str, Any]]:
+        return self._index.template_list
+
+    def resource(self, uri: str) -> ResourceRoute | None:
+        """Which upstream serves `uri`: listed URIs first, then namespace prefixes, then templates."""
+        route = self._index.resources.get(uri)
+        if route is not None:
+            return route
+        split = split_uri(uri)
+        if split is not None and self._namespaced.get(split[0]) and split[0] in self._offers:
+            return ResourceRoute(split[0], split[1], True)
+        for template, upstream in self._index.templates:
+            if template.match(uri) is not None:
+                return ResourceRoute(upstream, uri, False)
+        plain = [n for n in self._order if n in self._offers and not self._namespaced.get(n)]
+        serving = [n for n in plain if self._offers[n].resources or self._offers[n].resource_templates]
+        if len(serving) == 1:
+            return ResourceRoute(serving[0], uri, False)
+        return None
+
+    def template_owner(self, pattern: str) -> ResourceRoute | None:
+        """The upstream that listed the resource template `pattern` (for completions)."""
+        return self._index.template_routes.get(pattern)
+
+    def upstreams(self) -> Iterable[str]:
+        return self._offers.keys()
+
+
+def page(
+    items: list[dict[str, Any]], cursor: Any, page_size: int, version: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a list answer and the cursor of the next one.
+
+    Cursors are opaque to callers; here they are `<catalog version>:<offset>`. A cursor
+    from an older catalog still works (by offset): lists are snapshots, not transactions.
+    """
+    start = 0
+    if cursor is not None:
+        if not isinstance(cursor, str):
+            raise ValueError("the cursor must be a string returned by a previous page")
+        _, _, offset = cursor.partition(":")
+        if not offset.isdigit():
+            raise ValueError(f"the cursor {cursor!r} was not issued by this broker")
+        start = int(offset)
+    if page_size <= 0:
+        return (items[start:] if start else items), None
+    end = start + page_size
+    return items[start:end], (f"{version}:{end}" if end < len(items) else None)

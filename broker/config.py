@@ -1,0 +1,910 @@
+"""The broker's configuration file: schema validation, clear errors, typed result.
+
+The broker is configured by one YAML file. Nothing starts until the whole file
+has passed two stages, so that a typo never turns into a half-running gateway:
+
+1. **Schema** (``schemas/broker-config.schema.json``, JSON Schema 2020-12): shape,
+   types, ranges, unknown keys, transport-specific keys. Every problem is
+   reported, not just the first, each as ``FILE:LINE: dotted.path: what is wrong``
+   with the line found by walking the composed YAML node tree.
+2. **Semantics** (this module): things a schema cannot express well or at all:
+   URLs and origins that parse, directories that exist, secret references that
+   resolve, credentials that must not be written inline.
+
+The result is a tree of frozen dataclasses. Secrets are never stored in it: a
+:class:`SecretRef` is resolved again each time the value is needed, so rotating
+a token file or an environment variable needs no reload, and a ``repr`` of the
+config (in logs, tracebacks) cannot leak a credential.
+
+Adding a top-level section (policy, identity, audit, ...) takes four steps: a
+``$defs`` entry plus a property in the schema, a frozen dataclass here, a
+``_build_<section>`` function called from :func:`_build_config`, and a field with
+a default on :class:`BrokerConfig` (defaults keep existing callers working).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, TypeAlias, cast
+from urllib.parse import urlsplit
+
+import yaml  # type: ignore[import-untyped, unused-ignore]
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+
+__all__ = [
+    "DEFAULT_CHILD_ENV_VARS",
+    "SCHEMA_PATH",
+    "BrokerConfig",
+    "CatalogConfig",
+    "ConfigError",
+    "ConfigValue",
+    "HttpFrontConfig",
+    "LoggingConfig",
+    "RestartPolicy",
+    "SecretRef",
+    "SecretUnavailable",
+    "ServerInfoConfig",
+    "Timeouts",
+    "UpstreamConfig",
+    "load_config",
+    "load_schema",
+    "parse_config",
+    "resolve_value",
+]
+
+#: Where the schema lives: ``<repo>/schemas``, next to the ``broker`` package.
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "broker-config.schema.json"
+
+#: Variables a stdio child gets from the broker's environment when ``inherit_env``
+#: is false: enough for interpreters and locale handling to work, nothing that
+#: tends to carry credentials (cloud keys, tokens) into third-party servers.
+DEFAULT_CHILD_ENV_VARS: frozenset[str] = frozenset(
+    {"PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "SHELL", "SYSTEMROOT"}
+)
+
+#: Header / environment variable names whose values are credentials and so must
+#: come from ``{env: ...}`` or ``{file: ...}``, never be written in the file.
+CREDENTIAL_NAME = re.compile(
+    r"authorization|cookie|token|secret|password|passwd|api[-_]?key|credential|private", re.IGNORECASE
+)
+
+Transport: TypeAlias = Literal["stdio", "streamable_http", "sse"]
+Isolation: TypeAlias = Literal["shared", "per_session"]
+LogFormat: TypeAlias = Literal["text", "json"]
+
+PathPart: TypeAlias = str | int
+JsonPath: TypeAlias = tuple[PathPart, ...]
+
+# Human explanations for the schema's regular expressions; jsonschema would only
+# say "does not match '^[a-z]...'", which tells the reader nothing.
+_PATTERN_HINTS: Mapping[str, str] = MappingProxyType(
+    {
+        "^/": "must start with '/'",
+        "^[a-z][a-z0-9-]{0,31}$": (
+            "is not a valid upstream name: use 1-32 lowercase letters, digits and '-', starting with "
+            "a letter ('_' is not allowed because '__' separates upstream and tool names)"
+        ),
+        "^[A-Za-z_][A-Za-z0-9_]*$": (
+            "is not a valid environment variable name (letters, digits and '_', not starting with a digit)"
+        ),
+        "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$": "is not a valid HTTP header name",
+    }
+)
+
+# Which transports each transport-specific key belongs to (for error messages).
+_TRANSPORT_ONLY_KEYS: Mapping[str, str] = MappingProxyType(
+    {
+        "command": "stdio",
+        "args": "stdio",
+        "env": "stdio",
+        "inherit_env": "stdio",
+        "cwd": "stdio",
+        "url": "streamable_http, sse",
+        "headers": "streamable_http, sse",
+    }
+)
+
+_JSON_TYPE_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "object": "mapping",
+        "array": "list",
+        "string": "string",
+        "integer": "integer",
+        "number": "number",
+        "boolean": "boolean",
+        "null": "null",
+    }
+)
+
+_HOST_RE = re.compile(r"^(?:\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::(\d{1,5}))?$")
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason, one line each.
+
+    Collecting all problems (instead of failing on the first) lets an operator fix
+    a file in one edit-run cycle.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+class SecretUnavailable(ConfigError):
+    """A secret reference could not be resolved (variable unset, file unreadable).
+
+    Raised at use time too, since secrets are re-read on every use and can vanish
+    after a successful load.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@dataclass(frozen=True, repr=False)
+class SecretRef:
+    """A pointer to a secret held outside the config file.
+
+    Exactly one of ``env`` (an environment variable of the broker) or ``file`` (an
+    absolute path once loaded) is set. The value is read on every
+    :meth:`resolve`, so rotation needs no reload, and never kept on the object,
+    so it cannot leak through ``repr`` or pickling of the config.
+    """
+
+    env: str | None = None
+    file: Path | None = None
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("SecretRef needs exactly one of env= or file=")
+
+    def __repr__(self) -> str:
+        where = f"env={self.env!r}" if self.env is not None else f"file={str(self.file)!r}"
+        return f"SecretRef({where}, prefix={self.prefix!r})" if self.prefix else f"SecretRef({where})"
+
+    def describe(self) -> str:
+        """Where the secret comes from, for messages (never the value)."""
+        return f"environment variable {self.env}" if self.env is not None else f"secret file {self.file}"
+
+    def resolve(self) -> str:
+        """Read the secret now and return ``prefix + value``.
+
+        File contents lose their trailing newlines (editors and ``echo`` add one,
+        and a newline inside an HTTP header is an error). Raises
+        :class:`SecretUnavailable` if the variable is unset or the file unreadable.
+        """
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise SecretUnavailable(f"environment variable {self.env} is not set")
+            return self.prefix + value
+        assert self.file is not None  # guaranteed by __post_init__
+        try:
+            raw = self.file.read_bytes()
+        except OSError as exc:
+            raise SecretUnavailable(
+                f"secret file {self.file} cannot be read: {exc.strerror or exc}"
+            ) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SecretUnavailable(f"secret file {self.file} is not valid UTF-8") from None
+        return self.prefix + text.rstrip("\r\n")
+
+
+ConfigValue: TypeAlias = str | SecretRef
+
+
+def resolve_value(v: ConfigValue) -> str:
+    """The string to use for a config value: literals as-is, references read now."""
+    return v.resolve() if isinstance(v, SecretRef) else v
+
+
+# --------------------------------------------------------------------------- config types
+
+
+def _empty_values() -> Mapping[str, ConfigValue]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-upstream time limits in seconds; ``ping_interval == 0`` disables pings."""
+
+    call: float = 60.0
+    startup: float = 15.0
+    ping_interval: float = 30.0
+    ping: float = 5.0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Exponential back-off between restarts of a failed upstream (seconds)."""
+
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """One upstream MCP server.
+
+    stdio fields (``command`` .. ``cwd``) and HTTP fields (``url``, ``headers``)
+    are mutually exclusive; the loader guarantees ``command`` for stdio and
+    ``url`` for the HTTP transports. ``env``/``headers`` are read-only mappings
+    whose values may be :class:`SecretRef`; use :meth:`child_env` and
+    :meth:`resolved_headers` to get strings at the moment of use.
+    """
+
+    name: str
+    transport: Transport
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, ConfigValue] = field(default_factory=_empty_values, hash=False)
+    inherit_env: bool = False
+    cwd: Path | None = None
+    url: str | None = None
+    headers: Mapping[str, ConfigValue] = field(default_factory=_empty_values, hash=False)
+    namespace: bool = True
+    isolation: Isolation = "shared"
+    relay_roots: bool = False
+    enabled: bool = True
+    timeouts: Timeouts = Timeouts()
+    restart: RestartPolicy = RestartPolicy()
+
+    def child_env(self) -> dict[str, str]:
+        """The environment for a stdio child, secrets resolved now.
+
+        Only :data:`DEFAULT_CHILD_ENV_VARS` are passed through unless
+        ``inherit_env`` is set, so the broker's own credentials do not reach
+        third-party servers by default. Configured ``env`` entries win.
+        Raises :class:`SecretUnavailable` if a reference cannot be read.
+        """
+        if self.inherit_env:
+            env = dict(os.environ)
+        else:
+            env = {name: os.environ[name] for name in sorted(DEFAULT_CHILD_ENV_VARS) if name in os.environ}
+        env.update({name: resolve_value(value) for name, value in self.env.items()})
+        return env
+
+    def resolved_headers(self) -> dict[str, str]:
+        """The extra request headers, secrets resolved now (call on every connect)."""
+        return {name: resolve_value(value) for name, value in self.headers.items()}
+
+
+@dataclass(frozen=True)
+class HttpFrontConfig:
+    """Where the Streamable HTTP front listens and which Origin/Host values it accepts.
+
+    ``allowed_origins`` and ``allowed_hosts`` are stored lower-cased; loopback
+    origins and hosts are always accepted by the front and need not be listed.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    path: str = "/mcp"
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    max_body_bytes: int = 4194304
+    session_idle_timeout: float = 1800.0
+    max_sessions: int = 10000
+
+
+@dataclass(frozen=True)
+class ServerInfoConfig:
+    """What the broker says about itself in the initialize result."""
+
+    name: str = "mcp-authz-broker"
+    instructions: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """Catalog presentation; ``page_size == 0`` returns every list in one page."""
+
+    page_size: int = 0
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Log level (debug|info|warning|error) and output format."""
+
+    level: str = "info"
+    format: LogFormat = "text"
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """The whole validated configuration.
+
+    Every section has a default so code and tests can build a config in one line;
+    only files are required to name at least one upstream.
+    """
+
+    server: ServerInfoConfig = ServerInfoConfig()
+    http: HttpFrontConfig = HttpFrontConfig()
+    catalog: CatalogConfig = CatalogConfig()
+    logging: LoggingConfig = LoggingConfig()
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    source: Path | None = None
+
+    def upstream(self, name: str) -> UpstreamConfig:
+        """The upstream called ``name``; ``KeyError`` if there is none."""
+        for upstream in self.upstreams:
+            if upstream.name == name:
+                return upstream
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_schema() -> dict[str, Any]:
+    """Read the JSON Schema from :data:`SCHEMA_PATH`.
+
+    Read on every call (it is small) rather than cached, so there is no
+    module-level state and an edited schema is picked up by a reload.
+    """
+    try:
+        return cast(dict[str, Any], json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"{SCHEMA_PATH}: cannot load the configuration schema: {exc}"]) from None
+
+
+def load_config(path: str | Path) -> BrokerConfig:
+    """Read, validate and build the configuration in ``path``.
+
+    Messages name the file as given (so they match what the operator typed);
+    relative paths inside the file resolve against its directory, without
+    following symlinks (mounted config maps are symlink farms).
+    """
+    label = os.fspath(path)
+    absolute = Path(os.path.abspath(path))
+    try:
+        data = absolute.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{label}: cannot read configuration file: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        problem = f"{label}: configuration file is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        raise ConfigError([problem]) from None
+    return parse_config(text, source=label, base_dir=absolute.parent, origin=absolute)
+
+
+def parse_config(text: str, *, source: str, base_dir: Path, origin: Path | None = None) -> BrokerConfig:
+    """Validate YAML ``text`` and build the configuration.
+
+    ``source`` labels messages; ``base_dir`` anchors relative paths; ``origin``
+    becomes :attr:`BrokerConfig.source` (``load_config`` passes the file). Raises
+    :class:`ConfigError` listing every problem found.
+    """
+    doc = _Document.parse(text, source)
+    schema_problems = list(doc.structure_problems)
+    validator = Draft202012Validator(load_schema())
+    for error in validator.iter_errors(doc.data):
+        schema_problems.extend(_explain(error, doc))
+    if schema_problems:
+        doc.raise_if(schema_problems + _semantic_problems_despite(schema_problems, doc, base_dir))
+
+    ctx = _Builder(doc, Path(os.path.abspath(base_dir)))
+    config = _build_config(doc.data, ctx, origin)
+    doc.raise_if(ctx.problems)
+    return config
+
+
+def _semantic_problems_despite(
+    schema_problems: list[_Problem], doc: _Document, base_dir: Path
+) -> list[_Problem]:
+    """The upstream checks (paths, secrets) that can still run on a file with schema problems.
+
+    So one run of check-config shows everything wrong, not the next layer after each fix.
+    A check that trips over a value the schema already rejected is skipped, and nothing
+    is reported twice for the same key.
+    """
+    upstreams = doc.data.get("upstreams") if isinstance(doc.data, dict) else None
+    if not isinstance(upstreams, dict):
+        return []
+    ctx = _Builder(doc, Path(os.path.abspath(base_dir)))
+    for name, raw in upstreams.items():
+        if isinstance(name, str) and isinstance(raw, dict) and isinstance(raw.get("transport"), str):
+            with contextlib.suppress(Exception):
+                _build_upstream(name, raw, ctx)
+    reported = {p.path for p in schema_problems}
+    return [p for p in ctx.problems if not any(p.path[: len(r)] == r for r in reported if r)]
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One problem before formatting; kept structured so problems can be sorted."""
+
+    line: int
+    path: JsonPath
+    message: str
+
+
+def _dotted(path: JsonPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "(top level)"
+
+
+class _Document:
+    """The parsed YAML: plain data for validation plus the node tree for line numbers."""
+
+    def __init__(self, source: str, root: Any, data: Any, structure_problems: list[_Problem]) -> None:
+        self.source = source
+        self.root = root
+        self.data = data
+        self.structure_problems = structure_problems
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> _Document:
+        """Compose, check keys, construct; raise for anything that stops validation."""
+        loader = yaml.SafeLoader(text)
+        try:
+            try:
+                root = loader.get_single_node()
+            except yaml.YAMLError as exc:
+                raise ConfigError([_yaml_error(source, exc)]) from None
+            if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL_TAG):
+                empty = "the file is empty; expected a mapping with an 'upstreams' section"
+                raise ConfigError([f"{source}:1: (top level): {empty}"])
+            if not isinstance(root, yaml.MappingNode):
+                kind = "list" if isinstance(root, yaml.SequenceNode) else "scalar value"
+                line = root.start_mark.line + 1
+                wrong = f"expected a mapping of sections, got a {kind}"
+                raise ConfigError([f"{source}:{line}: (top level): {wrong}"])
+            fatal: list[_Problem] = []
+            duplicates: list[_Problem] = []
+            _check_keys(root, (), fatal, duplicates, set())
+            doc = cls(source, root, None, duplicates)
+            if fatal:  # non-string keys would break the schema validator itself
+                doc.raise_if(fatal + duplicates)
+            try:
+                doc.data = loader.construct_document(root)
+            except yaml.YAMLError as exc:
+                raise ConfigError([_yaml_error(source, exc)]) from None
+            return doc
+        finally:
+            loader.dispose()
+
+    def line_of(self, path: JsonPath) -> int:
+        """Line of the key (or list item) at ``path``; the nearest existing parent's if absent.
+
+        The key's line is used rather than its value's so that a problem about a
+        whole block (e.g. a missing key) points at the block's name.
+        """
+        node = self.root
+        line = int(node.start_mark.line) + 1
+        for part in path:
+            if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+                found = None
+                for key, value in node.value:  # last wins, as in construction
+                    if isinstance(key, yaml.ScalarNode) and key.value == part:
+                        found = (key, value)
+                if found is None:
+                    break
+                line = int(found[0].start_mark.line) + 1
+                node = found[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = int(node.start_mark.line) + 1
+            else:
+                break
+        return line
+
+    def problem(self, path: JsonPath, message: str) -> _Problem:
+        return _Problem(self.line_of(path), path, message)
+
+    def raise_if(self, problems: list[_Problem]) -> None:
+        """Raise one ConfigError with every problem, sorted by line, duplicates dropped."""
+        if not problems:
+            return
+        ordered = sorted(problems, key=lambda p: (p.line, _dotted(p.path), p.message))
+        lines = [f"{self.source}:{p.line}: {_dotted(p.path)}: {p.message}" for p in ordered]
+        raise ConfigError(list(dict.fromkeys(lines)))
+
+
+def _yaml_error(source: str, exc: Exception) -> str:
+    """One line for a YAML syntax error, with line and column of the problem."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    if mark is None:
+        return f"{source}: YAML error: {' '.join(str(exc).split())}"
+    what = problem or str(exc)
+    if context:
+        context_mark = getattr(exc, "context_mark", None)
+        where = f" at line {context_mark.line + 1}" if context_mark is not None else ""
+        # PyYAML splits some sentences across context and problem ("expected a
+        # single document", "but found another document"); keep them in order.
+        what = f"{context}{where}, {what}" if what.startswith("but ") else f"{what} ({context}{where})"
+    return f"{source}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {what}"
+
+
+def _check_keys(
+    node: Any, path: JsonPath, fatal: list[_Problem], duplicates: list[_Problem], active: set[int]
+) -> None:
+    """Reject what JSON Schema cannot see or would choke on: non-string keys,
+    duplicate keys (YAML silently keeps the last) and recursive aliases."""
+    if id(node) in active:
+        fatal.append(_Problem(node.start_mark.line + 1, path, "recursive YAML alias is not supported"))
+        return
+    active.add(id(node))
+    try:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                line = key.start_mark.line + 1
+                if not isinstance(key, yaml.ScalarNode):
+                    fatal.append(_Problem(line, path, "mapping keys must be strings, not lists or mappings"))
+                    continue
+                if key.tag == _MERGE_TAG:
+                    _check_keys(value, path, fatal, duplicates, active)
+                    continue
+                if key.tag != _STR_TAG:
+                    message = f'key {key.value!r} is not a string; quote it ("{key.value}")'
+                    fatal.append(_Problem(line, path, message))
+                    continue
+                if key.value in seen:
+                    duplicates.append(_Problem(line, path, f"duplicate key {key.value!r}"))
+                seen.add(key.value)
+                _check_keys(value, (*path, key.value), fatal, duplicates, active)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                _check_keys(item, (*path, index), fatal, duplicates, active)
+    finally:
+        active.discard(id(node))
+
+
+# --------------------------------------------------------------------------- schema messages
+
+
+def _describe(value: Any) -> str:
+    """A short, typed rendering of a YAML value for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f"string {shown!r}"
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    return f"{type(value).__name__} {value} (quote it to make it a string)"
+
+
+def _get(data: Any, path: Sequence[PathPart]) -> Any:
+    for part in path:
+        found = (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and part < len(data)
+        )
+        if not found:
+            return None
+        data = data[part]
+    return data
+
+
+def _explain(error: Any, doc: _Document) -> list[_Problem]:
+    """Turn one jsonschema error into one or more human problems."""
+    path: JsonPath = tuple(error.absolute_path)
+    schema_path = tuple(error.absolute_schema_path)
+    validator = error.validator
+    value = error.validator_value
+    instance = error.instance
+    in_then = "then" in schema_path
+
+    if validator == "additionalProperties" and isinstance(instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        problems = []
+        for key in instance:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+            problems.append(_Problem(doc.line_of((*path, key)), path, f"unknown key {key!r}{hint}"))
+        return problems
+    if validator == "required" and isinstance(instance, dict):
+        why = ""
+        if in_then and "transport" in instance:
+            why = f" (required when transport is {instance['transport']!r})"
+        missing = [key for key in value if key not in instance]
+        return [doc.problem(path, f"missing required key {key!r}{why}") for key in missing]
+    if validator == "not" and in_then and path and path[-1] in _TRANSPORT_ONLY_KEYS:
+        transport = _get(doc.data, path[:-1]).get("transport")
+        only = _TRANSPORT_ONLY_KEYS[str(path[-1])]
+        return [doc.problem(path, f"not allowed when transport is {transport!r} (only for {only})")]
+    if validator == "pattern" and "propertyNames" in schema_path:
+        hint = _PATTERN_HINTS.get(value, f"does not match {value!r}")
+        return [_Problem(doc.line_of((*path, instance)), path, f"{instance!r} {hint}")]
+    return [doc.problem(path, _message(error, instance, value, validator))]
+
+
+def _message(error: Any, instance: Any, value: Any, validator: Any) -> str:
+    """The message for single-value keywords."""
+    if validator == "type":
+        names = [value] if isinstance(value, str) else list(value)
+        expected = " or ".join(_JSON_TYPE_NAMES.get(n, n) for n in names)
+        hint = ""
+        if "string" in names and isinstance(instance, int | float) and not isinstance(instance, bool):
+            hint = " (quote it to make it a string)"
+        return f"expected {expected}, got {_describe(instance)}{hint}"
+    if validator == "enum":
+        return f"{instance!r} is not one of {', '.join(repr(v) for v in value)}"
+    if validator == "pattern":
+        return f"{instance!r} {_PATTERN_HINTS.get(value, f'does not match {value!r}')}"
+    if validator == "minimum":
+        return f"must be >= {value}, got {instance}"
+    if validator == "maximum":
+        return f"must be <= {value}, got {instance}"
+    if validator == "exclusiveMinimum":
+        return f"must be > {value}, got {instance}"
+    if validator == "minLength":
+        return "must not be empty"
+    if validator == "minProperties" and tuple(error.absolute_path) == ("upstreams",):
+        return "at least one upstream must be configured"
+    if validator == "minProperties":
+        return f"must have at least {value} entr{'y' if value == 1 else 'ies'}"
+    if validator == "oneOf" and all(isinstance(s, dict) and set(s) == {"required"} for s in value):
+        keys = [k for s in value for k in s["required"]]
+        present = [k for k in keys if isinstance(instance, dict) and k in instance]
+        got = "neither" if not present else "both " + " and ".join(repr(k) for k in present)
+        return f"needs exactly one of {' or '.join(repr(k) for k in keys)}, got {got}"
+    if validator in {"oneOf", "anyOf"} and error.context:
+        best = best_match(error.context)
+        return _message(best, best.instance, best.validator_value, best.validator)
+    return str(error.message)
+
+
+# --------------------------------------------------------------------------- building + semantic checks
+
+
+class _Builder:
+    """Builds the dataclasses from schema-valid data and collects semantic problems."""
+
+    def __init__(self, doc: _Document, base_dir: Path) -> None:
+        self.doc = doc
+        self.base_dir = base_dir
+        self.problems: list[_Problem] = []
+
+    def report(self, path: JsonPath, message: str) -> None:
+        self.problems.append(self.doc.problem(path, message))
+
+    def number(self, raw: Mapping[str, Any], key: str, default: float, path: JsonPath) -> float:
+        """A float setting; NaN and infinity pass JSON Schema's range checks, so reject them here."""
+        value = float(raw.get(key, default))
+        if not math.isfinite(value):
+            self.report((*path, key), f"must be a finite number, got {value}")
+        return value
+
+    def local_path(self, value: str) -> Path:
+        """An absolute path; relative ones are taken from the config file's directory."""
+        return Path(os.path.abspath(self.base_dir / value))
+
+    def value(self, raw: Any, path: JsonPath) -> ConfigValue:
+        """A literal or a secret reference; references must resolve now so a
+        missing secret fails at startup, not at the first request."""
+        name = str(path[-1])
+        if isinstance(raw, str):
+            if CREDENTIAL_NAME.search(name):
+                self.report(
+                    path,
+                    f"inline values are not allowed for credential-like name {name!r}; "
+                    "use {env: NAME} or {file: PATH} so the secret stays out of the config file",
+                )
+            return raw
+        prefix = str(raw.get("prefix", ""))
+        if "env" in raw:
+            ref = SecretRef(env=str(raw["env"]), prefix=prefix)
+        else:
+            ref = SecretRef(file=self.local_path(str(raw["file"])), prefix=prefix)
+        try:
+            ref.resolve()
+        except SecretUnavailable as exc:
+            self.report(path, str(exc))
+        return ref
+
+    def values(self, raw: Mapping[str, Any] | None, path: JsonPath) -> Mapping[str, ConfigValue]:
+        return MappingProxyType({name: self.value(v, (*path, name)) for name, v in (raw or {}).items()})
+
+
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A top-level section as a mapping; absent or null means all defaults."""
+    return cast(Mapping[str, Any], data.get(key) or {})
+
+
+def _build_config(data: Mapping[str, Any], ctx: _Builder, origin: Path | None) -> BrokerConfig:
+    upstreams = cast(Mapping[str, Any], data["upstreams"])
+    return BrokerConfig(
+        server=_build_server(_section(data, "server")),
+        http=_build_http(_section(data, "http"), ctx),
+        catalog=CatalogConfig(page_size=int(_section(data, "catalog").get("page_size", 0))),
+        logging=_build_logging(_section(data, "logging")),
+        upstreams=tuple(_build_upstream(name, raw, ctx) for name, raw in upstreams.items()),
+        source=origin,
+    )
+
+
+def _build_server(raw: Mapping[str, Any]) -> ServerInfoConfig:
+    defaults = ServerInfoConfig()
+    return ServerInfoConfig(
+        name=str(raw.get("name", defaults.name)),
+        instructions=cast(str | None, raw.get("instructions", defaults.instructions)),
+    )
+
+
+def _build_logging(raw: Mapping[str, Any]) -> LoggingConfig:
+    defaults = LoggingConfig()
+    return LoggingConfig(
+        level=str(raw.get("level", defaults.level)),
+        format=cast(LogFormat, raw.get("format", defaults.format)),
+    )
+
+
+def _build_http(raw: Mapping[str, Any], ctx: _Builder) -> HttpFrontConfig:
+    defaults = HttpFrontConfig()
+    path: JsonPath = ("http",)
+    origins: list[str] = []
+    for index, origin in enumerate(raw.get("allowed_origins") or ()):
+        problem = _origin_problem(origin)
+        if problem:
+            ctx.report((*path, "allowed_origins", index), problem)
+        origins.append(origin.lower())
+    hosts: list[str] = []
+    for index, host in enumerate(raw.get("allowed_hosts") or ()):
+        match = _HOST_RE.match(host.lower())
+        if match is None or (match.group(1) is not None and int(match.group(1)) > 65535):
+            ctx.report(
+                (*path, "allowed_hosts", index),
+                f"{host!r} is not a host or host:port (e.g. 'broker.example.com' or 'broker.local:8443')",
+            )
+        hosts.append(host.lower())
+    return HttpFrontConfig(
+        host=str(raw.get("host", defaults.host)),
+        port=int(raw.get("port", defaults.port)),
+        path=str(raw.get("path", defaults.path)),
+        allowed_origins=tuple(origins),
+        allowed_hosts=tuple(hosts),
+        max_body_bytes=int(raw.get("max_body_bytes", defaults.max_body_bytes)),
+        session_idle_timeout=ctx.number(raw, "session_idle_timeout", defaults.session_idle_timeout, path),
+        max_sessions=int(raw.get("max_sessions", defaults.max_sessions)),
+    )
+
+
+def _origin_problem(origin: str) -> str | None:
+    """Why ``origin`` is not a serialized origin (scheme://host[:port]), or None."""
+    if origin.strip() == "*":
+        return "'*' is not allowed (it would let any web page drive the broker); list each trusted origin"
+    parts = urlsplit(origin)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if (
+        not parts.scheme
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or origin.endswith(("?", "#"))
+        or not port_ok
+    ):
+        return f"{origin!r} is not an origin; expected scheme://host[:port] such as 'https://app.example.com'"
+    return None
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an upstream endpoint, or None."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+        return f"{url!r} is not an http:// or https:// URL"
+    if parts.username is not None or parts.password is not None:
+        return "credentials in the URL are not allowed; put them in headers as {env: NAME} or {file: PATH}"
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return f"{url!r} has an invalid port"
+    return None
+
+
+def _build_upstream(name: str, raw: Mapping[str, Any], ctx: _Builder) -> UpstreamConfig:
+    path: JsonPath = ("upstreams", name)
+    transport = cast(Transport, raw["transport"])
+
+    cwd: Path | None = None
+    if raw.get("cwd") is not None:
+        cwd = ctx.local_path(str(raw["cwd"]))
+        if not cwd.exists():
+            ctx.report((*path, "cwd"), f"directory {cwd} does not exist")
+        elif not cwd.is_dir():
+            ctx.report((*path, "cwd"), f"{cwd} is not a directory")
+
+    url = cast(str | None, raw.get("url"))
+    if url is not None:
+        problem = _url_problem(url)
+        if problem:
+            ctx.report((*path, "url"), problem)
+
+    headers = ctx.values(raw.get("headers"), (*path, "headers"))
+    seen: dict[str, str] = {}
+    for header in headers:
+        if header.lower() in seen:
+            ctx.report(
+                (*path, "headers", header),
+                f"header {header!r} repeats {seen[header.lower()]!r} (header names are case-insensitive)",
+            )
+        seen.setdefault(header.lower(), header)
+
+    tpath: JsonPath = (*path, "timeouts")
+    traw = cast(Mapping[str, Any], raw.get("timeouts") or {})
+    td = Timeouts()
+    timeouts = Timeouts(
+        call=ctx.number(traw, "call", td.call, tpath),
+        startup=ctx.number(traw, "startup", td.startup, tpath),
+        ping_interval=ctx.number(traw, "ping_interval", td.ping_interval, tpath),
+        ping=ctx.number(traw, "ping", td.ping, tpath),
+    )
+
+    rpath: JsonPath = (*path, "restart")
+    rraw = cast(Mapping[str, Any], raw.get("restart") or {})
+    rd = RestartPolicy()
+    restart = RestartPolicy(
+        initial_backoff=ctx.number(rraw, "initial_backoff", rd.initial_backoff, rpath),
+        max_backoff=ctx.number(rraw, "max_backoff", rd.max_backoff, rpath),
+    )
+    if restart.max_backoff < restart.initial_backoff:
+        ctx.report(
+            (*rpath, "max_backoff") if "max_backoff" in rraw else rpath,
+            f"max_backoff ({restart.max_backoff:g}) must be >= initial_backoff ({restart.initial_backoff:g})",
+        )
+
+    return UpstreamConfig(
+        name=name,
+        transport=transport,
+        command=cast(str | None, raw.get("command")),
+        args=tuple(raw.get("args") or ()),
+        env=ctx.values(raw.get("env"), (*path, "env")),
+        inherit_env=bool(raw.get("inherit_env", False)),
+        cwd=cwd,
+        url=url,
+        headers=headers,
+        namespace=bool(raw.get("namespace", True)),
+        isolation=cast(Isolation, raw.get("isolation", "shared")),
+        relay_roots=bool(raw.get("relay_roots", False)),
+        enabled=bool(raw.get("enabled", True)),
+        timeouts=timeouts,
+        restart=restart,
+    )

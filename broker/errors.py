@@ -1,0 +1,135 @@
+"""The broker's exception tree and the one table that maps it to JSON-RPC.
+
+```
+BrokerError
+├── Rejection                 the broker refuses: the upstream is never contacted
+│   ├── InvalidRequest        malformed JSON-RPC envelope            -32600
+│   ├── MethodNotFound        method the broker does not serve       -32601
+│   ├── InvalidParams         params of the wrong shape              -32602
+│   ├── UnknownTool           no such tool in the catalog            -32602
+│   ├── UnknownPrompt         no such prompt in the catalog          -32602
+│   ├── UnknownResource       no upstream owns that URI              -32002
+│   ├── UpstreamUnavailable   the owning upstream is down            -32000
+│   └── ClientCapabilityMissing  the caller cannot receive what an upstream asked
+└── UpstreamError             the upstream failed while handling the request
+    ├── UpstreamTimeout       no answer before the deadline          -32000
+    └── UpstreamClosed        the connection died mid-request        -32000
+```
+
+An error answer that the upstream itself sends (a JSON-RPC error object) is not a
+`BrokerError`: it is forwarded to the caller unchanged.
+
+Every class has a stable `reason` code that goes into `error.data.reason`, so
+callers and audit records can tell failures apart without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+SERVER_ERROR = -32000
+RESOURCE_NOT_FOUND = -32002
+
+
+class BrokerError(Exception):
+    """Base of every error the broker raises on purpose."""
+
+    code: ClassVar[int] = INTERNAL_ERROR
+    reason: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def to_error(self) -> dict[str, Any]:
+        """The JSON-RPC `error` member for this exception."""
+        return {"code": self.code, "message": self.message, "data": {"reason": self.reason, **self.data}}
+
+
+class Rejection(BrokerError):
+    """The broker refused the request before it reached any upstream."""
+
+    code = INVALID_REQUEST
+    reason = "rejected"
+
+
+class InvalidRequest(Rejection):
+    code = INVALID_REQUEST
+    reason = "invalid_request"
+
+
+class MethodNotFound(Rejection):
+    code = METHOD_NOT_FOUND
+    reason = "method_not_found"
+
+
+class InvalidParams(Rejection):
+    code = INVALID_PARAMS
+    reason = "invalid_params"
+
+
+class UnknownTool(Rejection):
+    code = INVALID_PARAMS
+    reason = "unknown_tool"
+
+
+class UnknownPrompt(Rejection):
+    code = INVALID_PARAMS
+    reason = "unknown_prompt"
+
+
+class UnknownResource(Rejection):
+    code = RESOURCE_NOT_FOUND
+    reason = "unknown_resource"
+
+
+class UpstreamUnavailable(Rejection):
+    code = SERVER_ERROR
+    reason = "upstream_unavailable"
+
+
+class ClientCapabilityMissing(Rejection):
+    code = INVALID_REQUEST
+    reason = "client_capability_missing"
+
+
+class UpstreamError(BrokerError):
+    """The upstream failed while it held the request."""
+
+    code = SERVER_ERROR
+    reason = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    reason = "upstream_timeout"
+
+
+class UpstreamClosed(UpstreamError):
+    reason = "upstream_closed"
+
+
+def error_for_exception(exc: BaseException) -> dict[str, Any]:
+    """Map any exception to a JSON-RPC error member; unknown ones become a generic internal error.
+
+    The message of an unexpected exception is not sent to the caller (it may carry
+    internals); the caller gets a stable reason and the log has the traceback.
+    """
+    if isinstance(exc, BrokerError):
+        return exc.to_error()
+    if isinstance(exc, ForwardedError):
+        return exc.error
+    return {"code": INTERNAL_ERROR, "message": "internal broker error", "data": {"reason": "internal_error"}}
+
+
+class ForwardedError(Exception):
+    """An error answer from the upstream, passed to the caller unchanged (not the broker's own)."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(str(error.get("message", "upstream error")))
+        self.error = error

@@ -1,0 +1,38 @@
+"""The one shape every request has inside the broker, whichever front and era it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.gateway.sessions import DownstreamSession
+from broker.jsonrpc import RequestId
+from broker.upstream.connection import Relay
+
+
+@dataclass(slots=True)
+class Target:
+    """Where a call goes: the upstream, and the params as that upstream must see them."""
+
+    upstream: str
+    kind: str  # "tool" | "prompt" | "resource" | "completion" | "subscription"
+    name: str  # the name or URI the upstream knows
+    namespaced: bool
+
+
+@dataclass(slots=True)
+class Call:
+    method: str
+    params: dict[str, Any]
+    request_id: RequestId
+    protocol_version: str
+    transport: str  # "streamable-http" | "stdio"
+    relay: Relay
+    session: DownstreamSession | None = None
+    client_capabilities: dict[str, Any] = field(default_factory=dict)
+    target: Target | None = None
+
+    @property
+    def progress_token(self) -> Any:
+        meta = self.params.get("_meta")
+        return meta.get("progressToken") if isinstance(meta, dict) else None

@@ -1,0 +1,96 @@
+"""The last step: send the call to its upstream and bring the answer back.
+
+Params travel unchanged except for the name or URI (namespacing) and `_meta` (the
+caller's protocol envelope and progress token belong to the caller's hop). Results
+travel unchanged except for resource URIs of a namespaced upstream, which get the
+upstream's prefix so the caller can read them back through the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from broker.catalog.names import public_uri
+from broker.errors import ForwardedError, UpstreamError
+from broker.gateway.call import Call, Target
+from broker.protocol import upstream_meta
+from broker.upstream.supervisor import UpstreamSupervisor
+
+
+class Forward:
+    def __init__(self, upstreams: Mapping[str, UpstreamSupervisor]) -> None:
+        self._upstreams = upstreams
+
+    async def send(self, call: Call) -> dict[str, Any]:
+        target = call.target
+        assert target is not None, "the catalog stage runs before forward"
+        upstream = self._upstreams[target.upstream]
+        conn = await upstream.connection_for(call.session)
+        reply = await conn.request(
+            call.method,
+            upstream_params(call.method, call.params, target),
+            timeout=upstream.config.timeouts.call,
+            relay=call.relay,
+            caller_progress_token=call.progress_token,
+        )
+        if "error" in reply:
+            error = reply["error"]
+            raise ForwardedError(
+                error if isinstance(error, dict) else {"code": -32603, "message": str(error)}
+            )
+        result = reply.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamError(f"upstream {target.upstream} answered {call.method} without a result object")
+        if target.namespaced:
+            prefix_uris(call.method, result, target.upstream)
+        return result
+
+
+def upstream_params(method: str, params: dict[str, Any], target: Target) -> dict[str, Any]:
+    out = dict(params)
+    if method in ("tools/call", "prompts/get"):
+        out["name"] = target.name
+    elif method == "completion/complete":
+        ref = dict(out["ref"])
+        ref["name" if ref.get("type") == "ref/prompt" else "uri"] = target.name
+        out["ref"] = ref
+    else:
+        out["uri"] = target.name
+    meta = upstream_meta(params.get("_meta"))
+    if meta is None:
+        out.pop("_meta", None)
+    else:
+        out["_meta"] = meta
+    return out
+
+
+def prefix_uris(method: str, result: dict[str, Any], upstream: str) -> None:
+    """Rewrite, in place, the resource URIs an upstream returned to their public form."""
+    if method == "resources/read":
+        for item in result.get("contents") or ():
+            _prefix(item, "uri", upstream)
+    elif method == "tools/call":
+        _content(result.get("content"), upstream)
+    elif method == "prompts/get":
+        for message in result.get("messages") or ():
+            if isinstance(message, dict):
+                _content([message.get("content")], upstream)
+
+
+def _content(items: Any, upstream: str) -> None:
+    if not isinstance(items, list):
+        return
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "resource_link":
+            _prefix(item, "uri", upstream)
+        elif kind == "resource" and isinstance(item.get("resource"), dict):
+            _prefix(item["resource"], "uri", upstream)
+
+
+def _prefix(item: Any, key: str, upstream: str) -> None:
+    if isinstance(item, dict) and isinstance(item.get(key), str):
+        item[key] = public_uri(upstream, item[key], True)

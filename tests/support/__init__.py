@@ -1,0 +1,1 @@
+"""Helpers shared by the broker's tests: real broker processes, config builders, tool paths."""
