@@ -70,7 +70,7 @@ def modern_result(method: str, result: dict[str, Any], server_info: dict[str, An
     """
     out = dict(result)
     out.setdefault("resultType", "complete")
-    if method in CACHEABLE:
+    if method in CACHEABLE and out["resultType"] == "complete":  # interim answers are never cacheable
         out.setdefault("ttlMs", 0)
         out.setdefault("cacheScope", "private")
     meta = out.get("_meta")

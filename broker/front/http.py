@@ -96,10 +96,15 @@ class HttpResponseStream:
     """The reply channel of one POST: JSON if nothing comes before the result, else SSE."""
 
     def __init__(
-        self, send: Send, session: DownstreamSession | None, headers: list[tuple[bytes, bytes]]
+        self,
+        send: Send,
+        session: DownstreamSession | None,
+        headers: list[tuple[bytes, bytes]],
+        capabilities: dict[str, Any] | None = None,
     ) -> None:
         self._send = send
         self._session = session
+        self._capabilities = capabilities if capabilities is not None else {}
         self._headers = headers
         self._queue: collections.deque[Message] = collections.deque()
         self._wake: asyncio.Event | None = None
@@ -109,6 +114,10 @@ class HttpResponseStream:
     @property
     def session(self) -> DownstreamSession | None:
         return self._session
+
+    @property
+    def client_capabilities(self) -> dict[str, Any]:
+        return self._session.client_capabilities if self._session is not None else self._capabilities
 
     def notify(self, message: Message) -> None:
         self._queue.append(message)
@@ -445,7 +454,7 @@ class McpEndpoint:
             result = modern_result(method, self._gateway.discover(), self._gateway.server_info)
             await send_json(send, 200, jsonrpc.dumps(jsonrpc.result(request_id, result)), [])
             return
-        stream = HttpResponseStream(send, None, [])
+        stream = HttpResponseStream(send, None, [], capabilities)
         call = Call(
             method=method,
             params=params,
@@ -461,7 +470,10 @@ class McpEndpoint:
         watch = DisconnectWatch(receive) if method in _ROUTED_METHODS else None
         try:
             reply = jsonrpc.result(
-                request_id, modern_result(method, await self._gateway.handle(call), self._gateway.server_info)
+                request_id,
+                modern_result(
+                    method, await self._gateway.handle_stateless(call, stream), self._gateway.server_info
+                ),
             )
             status = 200
         except asyncio.CancelledError:

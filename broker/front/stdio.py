@@ -33,13 +33,20 @@ log = logging.getLogger("broker.front.stdio")
 class StdioRelay:
     """Reply channel of one stdio request: everything goes straight to stdout."""
 
-    def __init__(self, front: StdioFront, session: DownstreamSession | None) -> None:
+    def __init__(
+        self, front: StdioFront, session: DownstreamSession | None, capabilities: dict[str, Any] | None = None
+    ) -> None:
         self._front = front
         self._session = session
+        self._capabilities = capabilities if capabilities is not None else {}
 
     @property
     def session(self) -> DownstreamSession | None:
         return self._session
+
+    @property
+    def client_capabilities(self) -> dict[str, Any]:
+        return self._session.client_capabilities if self._session is not None else self._capabilities
 
     def notify(self, message: Message) -> None:
         self._front.write(message)
@@ -182,13 +189,14 @@ class StdioFront:
             request_id=request_id,
             protocol_version=verdict.protocol_version,
             transport="stdio",
-            relay=StdioRelay(self, None),
+            relay=StdioRelay(self, None, caps),
             client_capabilities=caps,
         )
         if method == "subscriptions/listen":
             await self._listen(call)
             return
-        self.write(jsonrpc.result(request_id, modern_result(method, await self._gateway.handle(call), info)))
+        result = await self._gateway.handle_stateless(call, call.relay)
+        self.write(jsonrpc.result(request_id, modern_result(method, result, info)))
 
     async def _listen(self, call: Call) -> None:
         notifications = call.params.get("notifications")

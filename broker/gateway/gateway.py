@@ -14,16 +14,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_types.methods import INPUT_REQUIRED_METHODS
+
 from broker import jsonrpc
 from broker.catalog.catalog import Catalog, UpstreamOffer, page
 from broker.catalog.names import public_uri
 from broker.errors import INTERNAL_ERROR, METHOD_NOT_FOUND, InvalidParams, MethodNotFound
 from broker.gateway.call import Call
+from broker.gateway.continuations import ContinuationStore
 from broker.gateway.pipeline import Pipeline
 from broker.gateway.sessions import LOG_LEVELS, DownstreamSession, Outbox, SessionRegistry
 from broker.jsonrpc import Message
 from broker.protocol import LATEST_MODERN, SUBSCRIPTION_ID_KEY, negotiate_handshake
-from broker.upstream.connection import PendingCall, UpstreamConnection, UpstreamRpcError
+from broker.upstream.connection import PendingCall, Relay, UpstreamConnection, UpstreamRpcError
 from broker.upstream.listing import UpstreamListing
 from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
 
@@ -91,6 +94,7 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.upstreams: dict[str, UpstreamSupervisor] = {}
         self.listens: set[ListenStream] = set()
+        self.continuations = ContinuationStore()
         self._subscribed: dict[str, int] = {}  # public URI → subscribers, for upstream subscribe/unsubscribe
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -149,6 +153,12 @@ class Gateway:
             raise MethodNotFound(f"Method not found: {call.method!r} is not served by this broker")
         result: dict[str, Any] = await handler(call)
         return result
+
+    async def handle_stateless(self, call: Call, waiter: Relay) -> dict[str, Any]:
+        """A stateless-era request: what an upstream asks the caller becomes an InputRequiredResult round."""
+        if call.method in INPUT_REQUIRED_METHODS:
+            return await self.continuations.run(call, self.handle, waiter)
+        return await self.handle(call)
 
     async def _routed(self, call: Call) -> dict[str, Any]:
         assert self.pipeline is not None
@@ -333,6 +343,10 @@ class Gateway:
         session = relay.session if relay is not None else None
         if session is None and isinstance(conn.owner, DownstreamSession):
             session = conn.owner
+        params = message.get("params")
+        if relay is not None and session is None:
+            # A stateless caller: its relay makes this an InputRequiredResult round, or says why not.
+            return await relay.request(method, params)
         if not isinstance(session, DownstreamSession):
             raise UpstreamRpcError(
                 {
@@ -348,7 +362,6 @@ class Gateway:
                     "message": f"the caller did not declare the {capability} capability",
                 }
             )
-        params = message.get("params")
         if relay is not None:
             return await relay.request(method, params)
         if session.standalone is None:
@@ -449,6 +462,7 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
+        self.continuations.close()
         for handle in self._removals.values():
             handle.cancel()
         for task in list(self._tasks):
@@ -459,6 +473,7 @@ class NullRelay:
     """The relay of a call the broker makes on its own: nobody to notify or ask."""
 
     session = None
+    client_capabilities: dict[str, Any] = {}
 
     def notify(self, message: Message) -> None:
         pass

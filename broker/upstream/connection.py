@@ -38,6 +38,10 @@ class Relay(Protocol):
     def session(self) -> Any:
         """The caller's session (handshake era), or None (stateless era)."""
 
+    @property
+    def client_capabilities(self) -> dict[str, Any]:
+        """What the caller declared it can receive (elicitation, sampling, roots…)."""
+
     def notify(self, message: Message) -> None:
         """Send a notification to the caller, on the stream of its request."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -269,6 +270,79 @@ async def test_roots_are_not_relayed_unless_the_upstream_is_configured_to(intera
         assert (
             text_of(await client.call_tool("closed__ask_name", {})) == "Hello, Ada!"
         )  # the rest still works
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("upstream", ["shared", "isolated"])
+async def test_an_upstreams_questions_reach_a_stateless_caller_as_input_required_rounds(
+    interactive: BrokerProcess, upstream: str
+) -> None:
+    """2026-07-28 callers cannot be sent requests: the broker parks the call and asks with input rounds."""
+    recorder = Recorder()
+    async with recorder.client(interactive.url, "auto") as client:
+        assert client.protocol_version == "2026-07-28"
+        assert text_of(await client.call_tool(f"{upstream}__ask_name", {})) == "Hello, Ada!"
+        assert text_of(await client.call_tool(f"{upstream}__summarize", {"text": "long"})) == "It is short."
+        roots = json.loads(text_of(await client.call_tool(f"{upstream}__roots", {})))
+        assert roots == [{"uri": "file:///work/p", "name": "p"}]
+    async with Recorder(elicit="decline").client(interactive.url, "auto") as client:
+        assert text_of(await client.call_tool(f"{upstream}__ask_name", {})) == "declined"
+
+
+def stateless_post(url: str, request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+    }
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": method,
+    }
+    if "name" in params:
+        headers["Mcp-Name"] = params["name"]
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
+    response = httpx.post(url, json=body, headers=headers, timeout=20)
+    reply: dict[str, Any] = response.json()
+    return reply
+
+
+def test_request_state_is_bound_to_the_call_and_used_once(interactive: BrokerProcess) -> None:
+    ask = {"name": "shared__ask_name", "arguments": {}}
+    first = stateless_post(interactive.url, 1, "tools/call", ask)["result"]
+    assert first["resultType"] == "input_required"
+    ((key, question),) = first["inputRequests"].items()
+    assert question["method"] == "elicitation/create"
+    state = first["requestState"]
+    answer = {key: {"action": "accept", "content": {"name": "Grace"}}}
+
+    other_args = {
+        "name": "shared__ask_name",
+        "arguments": {"x": 1},
+        "inputResponses": answer,
+        "requestState": state,
+    }
+    refused = stateless_post(interactive.url, 2, "tools/call", other_args)
+    assert refused["error"]["code"] == types.INVALID_PARAMS
+    assert "does not match this request" in refused["error"]["message"]
+
+    forged = state[:-4] + ("AAAA" if not state.endswith("AAAA") else "BBBB")
+    refused = stateless_post(
+        interactive.url, 3, "tools/call", {**ask, "inputResponses": answer, "requestState": forged}
+    )
+    assert "does not match this request" in refused["error"]["message"]
+
+    done = stateless_post(
+        interactive.url, 4, "tools/call", {**ask, "inputResponses": answer, "requestState": state}
+    )
+    assert done["result"]["content"][0]["text"] == "Hello, Grace!"
+
+    replayed = stateless_post(
+        interactive.url, 5, "tools/call", {**ask, "inputResponses": answer, "requestState": state}
+    )
+    assert replayed["error"]["code"] == types.INVALID_PARAMS
+    assert "unknown or expired" in replayed["error"]["message"]
 
 
 @pytest.mark.anyio
