@@ -83,13 +83,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return int(_event_loop_runner()(_serve(config, host, port, args.ready_file)))
 
 
-async def _serve(config: BrokerConfig, host: str, port: int, ready_file: str | None) -> int:
+async def _started(config: BrokerConfig) -> Broker | None:
+    """A started broker, or None after logging why it must not run (exit code 2)."""
     broker = Broker(config)
     try:
         await broker.start()
     except StartupError as exc:
         for problem in exc.problems:
             logging.getLogger("broker").error("cannot start: %s", problem)
+        return None
+    return broker
+
+
+async def _serve(config: BrokerConfig, host: str, port: int, ready_file: str | None) -> int:
+    broker = await _started(config)
+    if broker is None:
         return EXIT_CONFIG
     server = _AnnouncingServer(
         uvicorn.Config(
@@ -160,12 +168,8 @@ def cmd_stdio(args: argparse.Namespace) -> int:
 async def _stdio(config: BrokerConfig) -> int:
     from broker.front.stdio import StdioFront
 
-    broker = Broker(config)
-    try:
-        await broker.start()
-    except StartupError as exc:
-        for problem in exc.problems:
-            logging.getLogger("broker").error("cannot start: %s", problem)
+    broker = await _started(config)
+    if broker is None:
         return EXIT_CONFIG
     front = asyncio.ensure_future(StdioFront(broker.gateway).run())
     loop = asyncio.get_running_loop()

@@ -34,6 +34,13 @@ SUBSCRIPTION_ID_KEY: Final = "io.modelcontextprotocol/subscriptionId"
 
 CACHEABLE: Final[frozenset[str]] = frozenset(CACHEABLE_METHODS)
 
+CAPABILITY_FOR_REQUEST: Final[dict[str, str]] = {
+    "elicitation/create": "elicitation",
+    "sampling/createMessage": "sampling",
+    "roots/list": "roots",
+}
+"""The client capability a server-to-client request needs; the broker relays only these."""
+
 
 def is_modern(version: str) -> bool:
     return version in MODERN_VERSIONS

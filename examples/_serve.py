@@ -12,9 +12,8 @@ from ``make_parser(...).parse_args()``, so each one accepts::
     --log-level LEVEL            uvicorn log level (default: warning)
 
 Once an HTTP transport is accepting connections the server prints one line
-``LISTENING <url>`` to stderr. This module is a copy of ``tests/fixtures/servers/_run.py``
-(examples do not import from tests); ``tests/unit/test_example_servers.py`` checks that
-everything below the marker line stays identical.
+``LISTENING <url>`` to stderr. The test fixture servers serve through this same module
+(``tests/fixtures/servers/_run.py`` re-exports it).
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ from starlette.routing import Mount, Route
 
 AnyServer = MCPServer[Any] | Server[Any]
 
-# --- serving code below is shared verbatim with examples/_serve.py ---
 
 
 def make_parser(description: str, *, default_port: int = 0) -> argparse.ArgumentParser:

@@ -30,18 +30,13 @@ import orjson
 from broker.errors import INTERNAL_ERROR, InvalidParams
 from broker.gateway.call import Call
 from broker.jsonrpc import Message
+from broker.protocol import CAPABILITY_FOR_REQUEST
 from broker.upstream.connection import Relay, UpstreamRpcError
 
 log = logging.getLogger("broker.continuations")
 
 ABANDONED_AFTER_SECONDS = 300.0
 """A parked call whose caller never comes back is cancelled upstream after this long."""
-
-_CAPABILITY_FOR = {
-    "elicitation/create": "elicitation",
-    "sampling/createMessage": "sampling",
-    "roots/list": "roots",
-}
 
 Handler = Callable[[Call], Awaitable[dict[str, Any]]]
 
@@ -86,7 +81,7 @@ class Continuation:
 
     async def request(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
         """The upstream asks the caller something: make it the next InputRequiredResult round."""
-        capability = _CAPABILITY_FOR.get(method)
+        capability = CAPABILITY_FOR_REQUEST.get(method)
         if capability is None or capability not in self.call.client_capabilities:
             raise UpstreamRpcError(
                 {

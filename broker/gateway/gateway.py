@@ -25,7 +25,7 @@ from broker.gateway.continuations import ContinuationStore
 from broker.gateway.pipeline import Pipeline
 from broker.gateway.sessions import LOG_LEVELS, DownstreamSession, Outbox, SessionRegistry
 from broker.jsonrpc import Message
-from broker.protocol import LATEST_MODERN, SUBSCRIPTION_ID_KEY, negotiate_handshake
+from broker.protocol import CAPABILITY_FOR_REQUEST, LATEST_MODERN, SUBSCRIPTION_ID_KEY, negotiate_handshake
 from broker.upstream.connection import PendingCall, Relay, UpstreamConnection, UpstreamRpcError
 from broker.upstream.listing import UpstreamListing
 from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
@@ -39,11 +39,6 @@ _LIST_CHANGED = {
     "notifications/tools/list_changed": "toolsListChanged",
     "notifications/resources/list_changed": "resourcesListChanged",
     "notifications/prompts/list_changed": "promptsListChanged",
-}
-_CLIENT_CAPABILITY_FOR = {
-    "elicitation/create": "elicitation",
-    "sampling/createMessage": "sampling",
-    "roots/list": "roots",
 }
 
 CAPABILITIES: dict[str, Any] = {
@@ -334,7 +329,7 @@ class Gateway:
         self, conn: UpstreamConnection, message: Message, call: PendingCall | None
     ) -> dict[str, Any]:
         method = message.get("method", "")
-        capability = _CLIENT_CAPABILITY_FOR.get(method)
+        capability = CAPABILITY_FOR_REQUEST.get(method)
         if capability is None:
             raise UpstreamRpcError(
                 {"code": METHOD_NOT_FOUND, "message": f"the broker does not relay {method}"}

@@ -25,8 +25,6 @@ from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 
 from tests.fixtures import (
-    EXAMPLES_DIR,
-    SERVERS_DIR,
     example_script,
     fixture_script,
     running_server,
@@ -512,16 +510,6 @@ async def test_big_results_are_exact() -> None:
 
 
 # --- shared runner, flags ---
-
-
-def test_serve_helper_copies_agree() -> None:
-    """examples/_serve.py duplicates tests/fixtures/servers/_run.py (examples don't import tests)."""
-    marker = "# --- serving code below is shared verbatim with examples/_serve.py ---"
-    run = (SERVERS_DIR / "_run.py").read_text().split(marker)
-    serve = (EXAMPLES_DIR / "_serve.py").read_text().split(marker)
-    assert len(run) == 2
-    assert len(serve) == 2
-    assert run[1] == serve[1]
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1"])
