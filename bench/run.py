@@ -81,6 +81,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def echo_http(tmp: Path) -> Any:
     port_file = tmp / "echo.url"
+    port_file.unlink(missing_ok=True)  # a file left by an earlier run would name a dead server
     proc = subprocess.Popen(
         [sys.executable, str(ECHO), "--transport", "http", "--port", "0", "--port-file", str(port_file)],
         stdout=subprocess.DEVNULL,
@@ -105,6 +106,7 @@ def broker(tmp: Path, upstream: str, name: str) -> Any:
         + "    namespace: false\n    timeouts: {ping_interval: 0}\n"
     )
     ready = tmp / f"{name}.url"
+    ready.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "broker.cli", "serve", "-c", str(config), "--ready-file", str(ready)],
         cwd=ROOT,
