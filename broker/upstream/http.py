@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -31,6 +32,8 @@ HeaderSource = Callable[[], dict[str, str]]
 _ACCEPT_BOTH = "application/json, text/event-stream"
 MAX_RESUMES = 100
 """Reconnections of one response stream, at most (each must bring something new)."""
+DRAIN_SECONDS = 5.0
+"""How long the unread tail of an answered response may take before its connection is closed."""
 MAX_IDLE_RESUMES = 3
 """Reconnections in a row that bring no new event before the call fails."""
 
@@ -43,6 +46,22 @@ class _StreamCursor:
     retry_ms: int = 1000
     answered: bool = False
     idle_resumes: int = 0
+
+
+def quick_ack(resp: httpx2.Response) -> None:
+    """Acknowledge the server's segments at once on this (reused) connection.
+
+    Many servers write a response in several pieces without TCP_NODELAY; on a kept-alive
+    connection Linux then delays our ACK of the headers and the server holds the body
+    until it comes: 40 ms per call. Quick-ACK mode after the headers removes the stall
+    (44 ms → 2 ms measured against SDK servers) while keeping connections reused.
+    """
+    option = getattr(socket, "TCP_QUICKACK", None)
+    stream = resp.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if option is not None and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
 
 
 def _client(timeout_connect: float) -> httpx2.AsyncClient:
@@ -71,6 +90,7 @@ class StreamableHttpTransport:
         self._on_message: OnMessage | None = None
         self._on_close: OnClose | None = None
         self._get_task: asyncio.Task[None] | None = None
+        self._draining: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def open(self, on_message: OnMessage, on_close: OnClose) -> None:
@@ -94,17 +114,27 @@ class StreamableHttpTransport:
         if self._http is None or self._closed:
             raise TransportError("the upstream connection is closed")
         related: RequestId | None = message["id"] if is_request(message) else None
+        request = self._http.build_request(
+            "POST", self.url, content=orjson.dumps(message), headers=self._request_headers()
+        )
+        resp: httpx2.Response | None = None
+        chunks: AsyncIterator[bytes] | None = None
         try:
-            async with self._http.stream(
-                "POST", self.url, content=orjson.dumps(message), headers=self._request_headers()
-            ) as resp:
-                await self._read_response(resp, message, related)
+            resp = await self._http.send(request, stream=True)
+            quick_ack(resp)
+            chunks = resp.aiter_bytes()  # one iterator: what the answer leaves unread is drained later
+            await self._read_response(resp, chunks, message, related)
         except httpx2.HTTPError as exc:
             raise TransportError(f"HTTP request to {self.url} failed: {exc!r}") from exc
+        finally:
+            if resp is not None:
+                self._release(resp, chunks)
         if message.get("method") == "notifications/initialized" and self._get_task is None:
             self._get_task = asyncio.create_task(self._listen(), name=f"{self.name}-get")
 
-    async def _read_response(self, resp: httpx2.Response, sent: Message, related: RequestId | None) -> None:
+    async def _read_response(
+        self, resp: httpx2.Response, chunks: AsyncIterator[bytes], sent: Message, related: RequestId | None
+    ) -> None:
         status = resp.status_code
         if sent.get("method") == "initialize" and status == 200:
             self._session_id = resp.headers.get("Mcp-Session-Id") or None
@@ -116,11 +146,11 @@ class StreamableHttpTransport:
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype == "text/event-stream" and status == 200:
             cursor = _StreamCursor()
-            await self._pump_events(resp, related, cursor, sent)
+            await self._pump_events(chunks, related, cursor, sent)
             if related is not None and not cursor.answered:
                 await self._resume(related, cursor, sent)
             return
-        body = await resp.aread()
+        body = b"".join([chunk async for chunk in chunks])
         if ctype == "application/json" and body:
             try:
                 msg = orjson.loads(body)
@@ -135,14 +165,14 @@ class StreamableHttpTransport:
 
     async def _pump_events(
         self,
-        resp: httpx2.Response,
+        chunks: AsyncIterator[bytes],
         related: RequestId | None,
         cursor: _StreamCursor,
         sent: Message | None = None,
     ) -> None:
         """Deliver the stream's messages until it ends or carries the answer to `related`."""
         decoder = SSEDecoder()
-        async for chunk in resp.aiter_bytes():
+        async for chunk in chunks:
             for event in decoder.feed(chunk):
                 if event.id is not None:
                     cursor.last_event_id = event.id
@@ -185,7 +215,7 @@ class StreamableHttpTransport:
                         f"the upstream closed the stream of {sent.get('method')} before answering, "
                         f"and resuming it failed (HTTP {resp.status_code})"
                     )
-                await self._pump_events(resp, related, cursor, sent)
+                await self._pump_events(resp.aiter_bytes(), related, cursor, sent)
             if cursor.answered:
                 return
             if cursor.last_event_id == before:
@@ -193,6 +223,30 @@ class StreamableHttpTransport:
                 if cursor.idle_resumes >= MAX_IDLE_RESUMES:
                     break
         raise TransportError(f"the upstream closed the stream of {sent.get('method')} without answering")
+
+    def _release(self, resp: httpx2.Response, chunks: AsyncIterator[bytes] | None) -> None:
+        """Give the connection back to the pool without making the caller wait.
+
+        Servers often end an SSE response some time after its last event; reading that
+        tail in the background lets the TCP (and TLS) connection be reused instead of
+        closed, which is most of an HTTP upstream's cost per call.
+        """
+        if resp.is_closed:
+            return
+        task = asyncio.ensure_future(self._drain(resp, chunks))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    @staticmethod
+    async def _drain(resp: httpx2.Response, chunks: AsyncIterator[bytes] | None) -> None:
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for _ in chunks if chunks is not None else resp.aiter_raw():
+                    pass
+        except (TimeoutError, httpx2.HTTPError, httpx2.StreamError, asyncio.CancelledError):
+            pass
+        finally:
+            await resp.aclose()
 
     def _remember_version(self, sent: Message, msg: Message) -> None:
         if sent.get("method") == "initialize" and isinstance(msg.get("result"), dict):
@@ -226,7 +280,7 @@ class StreamableHttpTransport:
                         return
                     if resp.status_code == 200:
                         backoff = 0.5
-                        await self._pump_events(resp, None, cursor)
+                        await self._pump_events(resp.aiter_bytes(), None, cursor)
                         await asyncio.sleep(min(cursor.retry_ms, 5000) / 1000)
                         continue
                     log.debug("upstream %s: GET stream refused (HTTP %s)", self.name, resp.status_code)
@@ -244,6 +298,8 @@ class StreamableHttpTransport:
         if self._closed:
             return
         self._closed = True
+        for task in list(self._draining):
+            task.cancel()
         if self._get_task is not None:
             self._get_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
