@@ -8,7 +8,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install node-tools lint typecheck pytest bench lock clean
+.PHONY: run test install node-tools opa lint typecheck pytest bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 node-tools:
 	scripts/install-node-tools.sh
 
+# The real OPA, built with `go install` at a pinned version and cached under ~/.cache.
+opa:
+	scripts/install-opa.sh >/dev/null
+
 lint: $(STAMP)
 	$(BIN)/ruff check broker tests examples bench
 	$(BIN)/ruff format --check broker
@@ -31,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy broker
 
-pytest: $(STAMP) node-tools
+pytest: $(STAMP) node-tools opa
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

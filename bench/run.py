@@ -3,8 +3,12 @@
 Paths measured (each with the official SDK client, in the protocol era chosen):
   direct stdio             client ─stdio─▶ echo
   direct http              client ─HTTP─▶ echo (Streamable HTTP)
-  broker → stdio           client ─HTTP─▶ broker ─stdio─▶ echo
-  broker → http            client ─HTTP─▶ broker ─HTTP─▶ echo
+  broker[cedar] → stdio    client ─HTTP─▶ broker (embedded Cedar) ─stdio─▶ echo
+  broker[opa] → stdio      client ─HTTP─▶ broker (OPA sidecar) ─stdio─▶ echo
+  broker[cedar] → http     client ─HTTP─▶ broker (embedded Cedar) ─HTTP─▶ echo
+
+Every broker path decides every call with the repository's policies (policies/): the
+caller is an engineer, echo is read-only, so calls are allowed after a real decision.
 
 For each: sequential p50/p99 over N calls after a warm-up, throughput with S concurrent
 sessions, and for broker paths the broker's CPU time per forwarded call (utime+stime
@@ -93,17 +97,26 @@ def echo_http(tmp: Path) -> Any:
         stop(proc)
 
 
+def opa_binary() -> str:
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "install-opa.sh")], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
 @contextlib.contextmanager
-def broker(tmp: Path, upstream: str, name: str) -> Any:
+def broker(tmp: Path, upstream: str, name: str, engine: str) -> Any:
     if upstream.startswith("http"):
         block = f"    transport: streamable_http\n    url: {upstream}\n"
     else:
         block = f"    transport: stdio\n    command: {sys.executable}\n    args: [{str(ECHO)!r}]\n"
+    opa = f"  opa: {{binary: {opa_binary()!r}}}\n" if engine == "opa" else ""
     config = tmp / f"{name}.yaml"
     config.write_text(
-        "http:\n  port: 0\nlogging:\n  level: warning\nupstreams:\n  echo:\n"
-        + block
-        + "    namespace: false\n    timeouts: {ping_interval: 0}\n"
+        "http:\n  port: 0\nlogging:\n  level: warning\n"
+        f"policy:\n  engine: {engine}\n  path: {str(ROOT / 'policies')!r}\n  watch: false\n{opa}"
+        "identity:\n  default_principal: {type: User, id: bench, roles: [engineer]}\n"
+        "upstreams:\n  echo:\n" + block + "    namespace: false\n    timeouts: {ping_interval: 0}\n"
     )
     ready = tmp / f"{name}.url"
     ready.unlink(missing_ok=True)
@@ -176,7 +189,7 @@ async def measure(
         cpu_ms = (cpu() - cpu_before) * 1000 / forwarded
     row = Row(path, era, statistics.median(samples), quantile(samples, 0.99), rate, cpu_ms)
     print(
-        f"  {path:<16} {era:<7} p50 {row.seq_p50_ms:6.2f} ms  p99 {row.seq_p99_ms:6.2f} ms  "
+        f"  {path:<22} {era:<7} p50 {row.seq_p50_ms:6.2f} ms  p99 {row.seq_p99_ms:6.2f} ms  "
         f"{rate:7.0f} calls/s" + (f"  broker CPU {cpu_ms:.2f} ms/call" if cpu_ms is not None else ""),
         flush=True,
     )
@@ -189,10 +202,14 @@ async def run_era(era: str, args: argparse.Namespace, tmp: Path) -> list[Row]:
     rows.append(await measure("direct stdio", stdio, era, args, None))
     with echo_http(tmp) as url:
         rows.append(await measure("direct http", url, era, args, None))
-        with broker(tmp, "stdio", f"b-stdio-{era}") as (broker_url, pid):
-            rows.append(await measure("broker → stdio", broker_url, era, args, lambda: cpu_seconds(pid)))
-        with broker(tmp, url, f"b-http-{era}") as (broker_url, pid):
-            rows.append(await measure("broker → http", broker_url, era, args, lambda: cpu_seconds(pid)))
+        for engine in ("cedar", "opa"):
+            with broker(tmp, "stdio", f"b-stdio-{engine}-{era}", engine) as (broker_url, pid):
+                path = f"broker[{engine}] → stdio"
+                rows.append(await measure(path, broker_url, era, args, lambda pid=pid: cpu_seconds(pid)))
+        with broker(tmp, url, f"b-http-{era}", "cedar") as (broker_url, pid):
+            rows.append(
+                await measure("broker[cedar] → http", broker_url, era, args, lambda: cpu_seconds(pid))
+            )
     base = next(r for r in rows if r.path == "direct http")
     for row in rows:
         row.added_p50_ms = row.seq_p50_ms - base.seq_p50_ms

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -17,11 +18,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from broker.catalog.catalog import Catalog
-from broker.config import BrokerConfig
-from broker.front.http import McpEndpoint, Receive, Scope, Send
+from broker.config import BrokerConfig, PolicyConfig
+from broker.front.http import LOOPBACK_NAMES, McpEndpoint, Receive, Scope, Send
 from broker.gateway.gateway import Gateway
 from broker.gateway.pipeline import build_pipeline
 from broker.gateway.sessions import DownstreamSession, SessionRegistry
+from broker.gateway.visibility import Visibility
+from broker.identity.principal import Principal
+from broker.policy.cedar import CedarEngine
+from broker.policy.engine import PolicyEngine, PolicyLoadError
+from broker.policy.point import PolicyPoint, WatchedFiles
+from broker.policy.version import policy_version
 from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
 
 log = logging.getLogger("broker")
@@ -71,14 +78,29 @@ class Broker:
             )
             for u in enabled
         }
-        pipeline = build_pipeline(self.catalog, self.upstreams, self.gateway.availability)
-        self.gateway.attach(pipeline, self.upstreams)
+        engine, watched = make_engine(config.policy)
+        self.policy = PolicyPoint(
+            engine, watched=watched if config.policy.watch else None, interval=config.policy.watch_interval
+        )
+        self.principal = Principal.from_config(config.identity.default_principal)
+        pipeline = build_pipeline(
+            self.catalog,
+            self.upstreams,
+            self.gateway.availability,
+            principal=self.principal,
+            policy=self.policy,
+        )
+        self.gateway.attach(pipeline, self.upstreams, Visibility(self.policy, self.catalog))
 
     async def _session_closed(self, session: DownstreamSession) -> None:
         await self.gateway.session_closed(session)
 
     async def start(self) -> None:
-        """Start every upstream (in parallel); refuse to run if the catalog has clashes."""
+        """Load the policies, start every upstream (in parallel); refuse to run on any problem."""
+        try:
+            await self.policy.start()
+        except PolicyLoadError as exc:
+            raise StartupError([f"no valid policy set: {line}" for line in str(exc).splitlines()]) from None
         await asyncio.gather(*(u.start() for u in self.upstreams.values()))
         problems = self.catalog.problems
         if problems:
@@ -101,6 +123,7 @@ class Broker:
         await self.sessions.stop()
         await asyncio.gather(*(u.stop() for u in self.upstreams.values()), return_exceptions=True)
         await self.gateway.aclose()
+        await self.policy.stop()
 
     def readiness(self) -> dict[str, Any]:
         upstreams = {
@@ -108,7 +131,8 @@ class Broker:
             for name, u in self.upstreams.items()
         }
         return {
-            "ready": True,
+            "ready": self.policy.policy_version != "none",
+            "policy": self.policy.status(),
             "catalog": {
                 "version": self.catalog.version,
                 "tools": len(self.catalog.tool_list),
@@ -120,6 +144,32 @@ class Broker:
 
     def http_app(self) -> HttpApp:
         return HttpApp(self)
+
+
+def make_engine(policy: PolicyConfig) -> tuple[PolicyEngine, WatchedFiles]:
+    """The configured policy engine, and the files whose change means a reload."""
+    if policy.engine == "cedar":
+        cedar = CedarEngine(policy.path, policy.cedar_schema)
+        return cedar, lambda: cedar.watched_files
+    from broker.policy.opa import OpaEngine  # only OPA deployments load it
+
+    rego = policy.path / "rego"
+
+    def rego_files() -> list[Path]:
+        return sorted(p for p in rego.rglob("*") if p.suffix in (".rego", ".json", ".yaml"))
+
+    opa = OpaEngine(
+        mode=policy.opa.mode,
+        policy_dir=rego,
+        url=policy.opa.url,
+        binary=policy.opa.binary,
+        rule=policy.opa.rule,
+        timeout=policy.opa.timeout_ms / 1000,
+        policy_version=lambda: policy_version(policy.path, rego_files()),
+        listen=policy.opa.listen,
+        decision_logs=policy.opa.decision_logs,
+    )
+    return opa, rego_files
 
 
 class HttpApp:
@@ -136,7 +186,23 @@ class HttpApp:
             state = broker.readiness()
             return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
-        self._other = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+        async def reload_policy(request: Request) -> JSONResponse:
+            # Until identity is configured there is no admin principal: only this machine may ask.
+            if request.client is None or request.client.host not in LOOPBACK_NAMES:
+                return JSONResponse(
+                    {"error": "policy reloads are accepted from loopback only"}, status_code=403
+                )
+            result = await broker.policy.reload("admin endpoint")
+            body = {"ok": result.ok, "policy_version": result.policy_version, "message": result.message}
+            return JSONResponse(body, status_code=200 if result.ok else 422)
+
+        self._other = Starlette(
+            routes=[
+                Route("/healthz", healthz),
+                Route("/readyz", readyz),
+                Route("/admin/policy/reload", reload_policy, methods=["POST"]),
+            ]
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in (self._path, self._path + "/"):

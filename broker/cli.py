@@ -99,6 +99,9 @@ async def _serve(config: BrokerConfig, host: str, port: int, ready_file: str | N
     broker = await _started(config)
     if broker is None:
         return EXIT_CONFIG
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGHUP, lambda: asyncio.ensure_future(broker.policy.reload("SIGHUP"))
+    )
     server = _AnnouncingServer(
         uvicorn.Config(
             broker.http_app(),

@@ -25,6 +25,7 @@ a default on :class:`BrokerConfig` (defaults keep existing callers working).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import json
 import math
@@ -49,7 +50,11 @@ __all__ = [
     "ConfigError",
     "ConfigValue",
     "HttpFrontConfig",
+    "IdentityConfig",
     "LoggingConfig",
+    "OpaConfig",
+    "PolicyConfig",
+    "PrincipalConfig",
     "RestartPolicy",
     "SecretRef",
     "SecretUnavailable",
@@ -64,6 +69,7 @@ __all__ = [
 
 #: Where the schema lives: ``<repo>/schemas``, next to the ``broker`` package.
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "broker-config.schema.json"
+DEFAULT_CEDAR_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "mcp.cedarschema"
 
 #: Variables a stdio child gets from the broker's environment when ``inherit_env``
 #: is false: enough for interpreters and locale handling to work, nothing that
@@ -98,6 +104,10 @@ _PATTERN_HINTS: Mapping[str, str] = MappingProxyType(
             "is not a valid environment variable name (letters, digits and '_', not starting with a digit)"
         ),
         "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$": "is not a valid HTTP header name",
+        "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$": (
+            "is not a valid name: 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+        ),
+        "^data(\\.[A-Za-z_][A-Za-z0-9_]*)+$": "is not a data path like data.mcp.authz.decision",
     }
 )
 
@@ -227,6 +237,10 @@ def resolve_value(v: ConfigValue) -> str:
 # --------------------------------------------------------------------------- config types
 
 
+def _empty_tags() -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType({})
+
+
 def _empty_values() -> Mapping[str, ConfigValue]:
     return MappingProxyType({})
 
@@ -275,6 +289,14 @@ class UpstreamConfig:
     enabled: bool = True
     timeouts: Timeouts = Timeouts()
     restart: RestartPolicy = RestartPolicy()
+    tenants: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    tool_tags: Mapping[str, tuple[str, ...]] = field(default_factory=_empty_tags, hash=False)
+
+    def tags_for(self, tool: str) -> tuple[str, ...]:
+        """Operator tags of one of this upstream's tools (upstream-wide tags first)."""
+        extra = self.tool_tags.get(tool, ())
+        return self.tags + tuple(t for t in extra if t not in self.tags) if extra else self.tags
 
     def child_env(self) -> dict[str, str]:
         """The environment for a stdio child, secrets resolved now.
@@ -338,6 +360,48 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class OpaConfig:
+    """How the broker reaches OPA: a sidecar it runs itself (managed) or an existing one (external)."""
+
+    mode: Literal["managed", "external"] = "managed"
+    url: str | None = None
+    binary: str = "opa"
+    rule: str = "data.mcp.authz.decision"
+    timeout_ms: float = 100.0
+    listen: Literal["unix", "tcp"] = "unix"
+    decision_logs: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Which engine decides, and where its policies are (``path``/cedar, ``path``/rego)."""
+
+    engine: Literal["cedar", "opa"] = "cedar"
+    path: Path = Path("policies")
+    cedar_schema: Path = DEFAULT_CEDAR_SCHEMA
+    watch: bool = True
+    watch_interval: float = 1.0
+    opa: OpaConfig = OpaConfig()
+
+
+@dataclass(frozen=True)
+class PrincipalConfig:
+    """A principal as configured (the default one, until token authentication decides)."""
+
+    type: Literal["Agent", "User"] = "Agent"
+    id: str = "local"
+    tenant: str | None = None
+    roles: tuple[str, ...] = ()
+    claims: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    acting_for: str | None = None
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    default_principal: PrincipalConfig = PrincipalConfig()
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """The whole validated configuration.
 
@@ -350,6 +414,8 @@ class BrokerConfig:
     catalog: CatalogConfig = CatalogConfig()
     logging: LoggingConfig = LoggingConfig()
     upstreams: tuple[UpstreamConfig, ...] = ()
+    policy: PolicyConfig = PolicyConfig()
+    identity: IdentityConfig = IdentityConfig()
     source: Path | None = None
 
     def upstream(self, name: str) -> UpstreamConfig:
@@ -753,7 +819,71 @@ def _build_config(data: Mapping[str, Any], ctx: _Builder, origin: Path | None) -
         catalog=CatalogConfig(page_size=int(_section(data, "catalog").get("page_size", 0))),
         logging=_build_logging(_section(data, "logging")),
         upstreams=tuple(_build_upstream(name, raw, ctx) for name, raw in upstreams.items()),
+        policy=_build_policy(_section(data, "policy"), ctx),
+        identity=IdentityConfig(
+            default_principal=_build_principal(_section(_section(data, "identity"), "default_principal"))
+        ),
         source=origin,
+    )
+
+
+def _build_policy(raw: Mapping[str, Any], ctx: _Builder) -> PolicyConfig:
+    path: JsonPath = ("policy",)
+    defaults = PolicyConfig()
+    engine = cast(Literal["cedar", "opa"], raw.get("engine", defaults.engine))
+    directory = ctx.local_path(str(raw.get("path", "policies")))
+    needed = directory / ("cedar" if engine == "cedar" else "rego")
+    if not directory.is_dir():
+        ctx.report((*path, "path"), f"policy directory {directory} does not exist")
+    elif not needed.is_dir():
+        ctx.report((*path, "path"), f"{directory} has no {needed.name}/ folder for the {engine} engine")
+    schema = defaults.cedar_schema
+    if raw.get("cedar_schema") is not None:
+        schema = ctx.local_path(str(raw["cedar_schema"]))
+    if engine == "cedar" and not schema.is_file():
+        ctx.report((*path, "cedar_schema"), f"Cedar schema {schema} does not exist")
+    opa_raw = _section(raw, "opa")
+    opa_defaults = OpaConfig()
+    opa = OpaConfig(
+        mode=cast(Literal["managed", "external"], opa_raw.get("mode", opa_defaults.mode)),
+        url=cast(str | None, opa_raw.get("url")),
+        binary=str(opa_raw.get("binary", opa_defaults.binary)),
+        rule=str(opa_raw.get("rule", opa_defaults.rule)),
+        timeout_ms=float(opa_raw.get("timeout_ms", opa_defaults.timeout_ms)),
+        listen=cast(Literal["unix", "tcp"], opa_raw.get("listen", opa_defaults.listen)),
+        decision_logs=bool(opa_raw.get("decision_logs", opa_defaults.decision_logs)),
+    )
+    if engine == "opa":
+        if opa.mode == "external" and not opa.url:
+            ctx.report(
+                (*path, "opa", "url"), "external mode needs the OPA url (http://host:port or unix:///path)"
+            )
+        if opa.mode == "managed" and "/" in opa.binary and not Path(ctx.local_path(opa.binary)).is_file():
+            ctx.report(
+                (*path, "opa", "binary"), f"OPA binary {opa.binary} does not exist (scripts/install-opa.sh)"
+            )
+        if opa.mode == "managed" and "/" in opa.binary:
+            opa = dataclasses.replace(opa, binary=str(ctx.local_path(opa.binary)))
+    return PolicyConfig(
+        engine=engine,
+        path=directory,
+        cedar_schema=schema,
+        watch=bool(raw.get("watch", defaults.watch)),
+        watch_interval=float(raw.get("watch_interval", defaults.watch_interval)),
+        opa=opa,
+    )
+
+
+def _build_principal(raw: Mapping[str, Any]) -> PrincipalConfig:
+    defaults = PrincipalConfig()
+    claims = raw.get("claims") or {}
+    return PrincipalConfig(
+        type=cast(Literal["Agent", "User"], raw.get("type", defaults.type)),
+        id=str(raw.get("id", defaults.id)),
+        tenant=cast(str | None, raw.get("tenant")),
+        roles=tuple(raw.get("roles") or ()),
+        claims=MappingProxyType({str(k): str(v) for k, v in claims.items()}),
+        acting_for=cast(str | None, raw.get("acting_for")),
     )
 
 
@@ -907,4 +1037,7 @@ def _build_upstream(name: str, raw: Mapping[str, Any], ctx: _Builder) -> Upstrea
         enabled=bool(raw.get("enabled", True)),
         timeouts=timeouts,
         restart=restart,
+        tenants=tuple(raw.get("tenants") or ()),
+        tags=tuple(raw.get("tags") or ()),
+        tool_tags=MappingProxyType({str(k): tuple(v) for k, v in (raw.get("tool_tags") or {}).items()}),
     )

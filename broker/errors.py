@@ -10,7 +10,10 @@ BrokerError
 │   ├── UnknownPrompt         no such prompt in the catalog          -32602
 │   ├── UnknownResource       no upstream owns that URI              -32002
 │   ├── UpstreamUnavailable   the owning upstream is down            -32000
-│   └── ClientCapabilityMissing  the caller cannot receive what an upstream asked
+│   ├── ClientCapabilityMissing  the caller cannot receive what an upstream asked
+│   ├── PolicyDenied          a policy denies the request            -32001
+│   ├── ApprovalRequired      a policy requires a human approval     -32001
+│   └── PolicyFailure         the engine could not decide: deny      -32001
 └── UpstreamError             the upstream failed while handling the request
     ├── UpstreamTimeout       no answer before the deadline          -32000
     └── UpstreamClosed        the connection died mid-request        -32000
@@ -34,6 +37,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000
 RESOURCE_NOT_FOUND = -32002
+ACCESS_DENIED = -32001
 
 
 class BrokerError(Exception):
@@ -97,6 +101,23 @@ class UpstreamUnavailable(Rejection):
 class ClientCapabilityMissing(Rejection):
     code = INVALID_REQUEST
     reason = "client_capability_missing"
+
+
+class PolicyDenied(Rejection):
+    code = ACCESS_DENIED
+    reason = "policy_denied"
+
+
+class ApprovalRequired(Rejection):
+    code = ACCESS_DENIED
+    reason = "approval_required"
+
+
+class PolicyFailure(Rejection):
+    """The engine failed (timeout, crash, bad answer): not a deny by a policy, but denied all the same."""
+
+    code = ACCESS_DENIED
+    reason = "policy_error"
 
 
 class UpstreamError(BrokerError):

@@ -34,6 +34,24 @@ SUBSCRIPTION_ID_KEY: Final = "io.modelcontextprotocol/subscriptionId"
 
 CACHEABLE: Final[frozenset[str]] = frozenset(CACHEABLE_METHODS)
 
+SPEC_DEFAULT_HINTS: Final[dict[str, bool]] = {
+    "readOnlyHint": False,
+    "destructiveHint": True,
+    "idempotentHint": False,
+    "openWorldHint": True,
+}
+"""What the MCP spec says a tool is when its annotations do not say: the worst case."""
+
+
+def tool_hints(annotations: Any) -> dict[str, bool]:
+    """The four behaviour hints of a tool, the spec's defaults filled in (hints are not facts)."""
+    given = annotations if isinstance(annotations, dict) else {}
+    return {
+        key: given[key] if isinstance(given.get(key), bool) else value
+        for key, value in SPEC_DEFAULT_HINTS.items()
+    }
+
+
 CAPABILITY_FOR_REQUEST: Final[dict[str, str]] = {
     "elicitation/create": "elicitation",
     "sampling/createMessage": "sampling",

@@ -12,13 +12,14 @@ is reported in `problems` (at startup the broker refuses to start).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from broker.catalog.names import public_name, public_uri, split_uri
+from broker.protocol import tool_hints
 
 log = logging.getLogger("broker.catalog")
 
@@ -31,6 +32,8 @@ class Entry:
     upstream: str
     upstream_name: str
     definition: dict[str, Any]
+    resource: dict[str, Any]
+    """What policies see of it (the `resource` of an authorization request), built once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,13 @@ class UpstreamOffer:
     resources: Sequence[dict[str, Any]] = ()
     resource_templates: Sequence[dict[str, Any]] = ()
     prompts: Sequence[dict[str, Any]] = ()
+    tenants: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    tool_tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def tags_for(self, name: str) -> list[str]:
+        extra = [t for t in self.tool_tags.get(name, ()) if t not in self.tags]
+        return [*self.tags, *extra]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,7 @@ class ResourceRoute:
     upstream: str
     upstream_uri: str
     namespace: bool
+    resource: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -69,6 +80,8 @@ class Catalog:
         self._order = list(upstream_order)
         self._namespaced = dict(namespaced)
         self._offers: dict[str, UpstreamOffer] = {}
+        self.servers: dict[str, dict[str, Any]] = {}
+        """What policies see of each upstream (the resource of list_* decisions)."""
         self.version = 0
         self._index = _Index()
         self.tool_list: list[dict[str, Any]] = []
@@ -97,6 +110,11 @@ class Catalog:
             if offer is not None:
                 self._add(index, offer)
         self._index = index
+        self.servers = {
+            name: server_descriptor(name, self._offers[name].tenants)
+            for name in self._order
+            if name in self._offers
+        }
         self.tool_list = [e.definition for e in index.tools.values()]
         self.prompt_list = [e.definition for e in index.prompts.values()]
         self.version += 1
@@ -122,7 +140,8 @@ class Catalog:
                     )
                     continue
                 definition = dict(item, name=public) if ns else item
-                table[public] = Entry(public, offer.name, original, definition)
+                described = _describe(kind, public, original, offer, item)
+                table[public] = Entry(public, offer.name, original, definition, described)
         for resource in offer.resources:
             uri = resource.get("uri")
             if not isinstance(uri, str):
@@ -135,7 +154,8 @@ class Catalog:
                     f"{offer.name!r}; keeping {other.upstream!r}'s"
                 )
                 continue
-            index.resources[public] = ResourceRoute(offer.name, uri, ns)
+            described = resource_descriptor(public, offer.name, offer.tenants, offer.tags)
+            index.resources[public] = ResourceRoute(offer.name, uri, ns, described)
             index.resource_list.append(dict(resource, uri=public) if ns else resource)
         for template in offer.resource_templates:
             pattern = template.get("uriTemplate")
@@ -143,7 +163,10 @@ class Catalog:
                 continue
             public_pattern = public_uri(offer.name, pattern, ns)
             index.template_list.append(dict(template, uriTemplate=public_pattern) if ns else template)
-            index.template_routes.setdefault(public_pattern, ResourceRoute(offer.name, pattern, ns))
+            described = resource_descriptor(public_pattern, offer.name, offer.tenants, offer.tags)
+            index.template_routes.setdefault(
+                public_pattern, ResourceRoute(offer.name, pattern, ns, described)
+            )
             if not ns:
                 try:
                     index.templates.append((UriTemplate.parse(pattern), offer.name))
@@ -175,15 +198,34 @@ class Catalog:
             return route
         split = split_uri(uri)
         if split is not None and self._namespaced.get(split[0]) and split[0] in self._offers:
-            return ResourceRoute(split[0], split[1], True)
+            return self._route(split[0], split[1], True, uri)
         for template, upstream in self._index.templates:
             if template.match(uri) is not None:
-                return ResourceRoute(upstream, uri, False)
+                return self._route(upstream, uri, False, uri)
         plain = [n for n in self._order if n in self._offers and not self._namespaced.get(n)]
         serving = [n for n in plain if self._offers[n].resources or self._offers[n].resource_templates]
         if len(serving) == 1:
-            return ResourceRoute(serving[0], uri, False)
+            return self._route(serving[0], uri, False, uri)
         return None
+
+    def _route(self, upstream: str, upstream_uri: str, namespace: bool, public: str) -> ResourceRoute:
+        offer = self._offers[upstream]
+        return ResourceRoute(
+            upstream,
+            upstream_uri,
+            namespace,
+            resource_descriptor(public, upstream, offer.tenants, offer.tags),
+        )
+
+    def resource_entries(self) -> list[tuple[dict[str, Any], ResourceRoute]]:
+        """Each listed resource with its route (for list filtering)."""
+        return [(item, self._index.resources[item["uri"]]) for item in self._index.resource_list]
+
+    def tool_entries(self) -> list[Entry]:
+        return list(self._index.tools.values())
+
+    def prompt_entries(self) -> list[Entry]:
+        return list(self._index.prompts.values())
 
     def template_owner(self, pattern: str) -> ResourceRoute | None:
         """The upstream that listed the resource template `pattern` (for completions)."""
@@ -191,6 +233,39 @@ class Catalog:
 
     def upstreams(self) -> Iterable[str]:
         return self._offers.keys()
+
+
+def server_descriptor(name: str, tenants: Sequence[str]) -> dict[str, Any]:
+    return {"type": "Server", "id": name, "name": name, "server": name, "tenants": list(tenants)}
+
+
+def resource_descriptor(
+    uri: str, upstream: str, tenants: Sequence[str], tags: Sequence[str]
+) -> dict[str, Any]:
+    return {
+        "type": "Resource",
+        "id": uri,
+        "uri": uri,
+        "server": upstream,
+        "tenants": list(tenants),
+        "tags": list(tags),
+    }
+
+
+def _describe(
+    kind: str, public: str, original: str, offer: UpstreamOffer, item: dict[str, Any]
+) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "type": "Tool" if kind == "tool" else "Prompt",
+        "id": public,
+        "name": original,
+        "server": offer.name,
+        "tenants": list(offer.tenants),
+        "tags": offer.tags_for(original),
+    }
+    if kind == "tool":
+        described["annotations"] = tool_hints(item.get("annotations"))
+    return described
 
 
 def page(

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.gateway.sessions import DownstreamSession
+from broker.identity.principal import Principal
 from broker.jsonrpc import RequestId
+from broker.policy.decision import Decision
 from broker.upstream.connection import Relay
 
 
@@ -18,6 +20,8 @@ class Target:
     kind: str  # "tool" | "prompt" | "resource" | "completion" | "subscription"
     name: str  # the name or URI the upstream knows
     namespaced: bool
+    resource: dict[str, Any]
+    """What policies see of the target (the `resource` of the authorization request)."""
 
 
 @dataclass(slots=True)
@@ -30,7 +34,10 @@ class Call:
     relay: Relay
     session: DownstreamSession | None = None
     client_capabilities: dict[str, Any] = field(default_factory=dict)
+    principal: Principal | None = None
     target: Target | None = None
+    decision: Decision | None = None
+    argument_digest: str | None = None
 
     @property
     def progress_token(self) -> Any:

@@ -24,7 +24,9 @@ from broker.gateway.call import Call
 from broker.gateway.continuations import ContinuationStore
 from broker.gateway.pipeline import Pipeline
 from broker.gateway.sessions import LOG_LEVELS, DownstreamSession, Outbox, SessionRegistry
+from broker.gateway.visibility import Visibility
 from broker.jsonrpc import Message
+from broker.policy.request import CallFacts
 from broker.protocol import CAPABILITY_FOR_REQUEST, LATEST_MODERN, SUBSCRIPTION_ID_KEY, negotiate_handshake
 from broker.upstream.connection import PendingCall, Relay, UpstreamConnection, UpstreamRpcError
 from broker.upstream.listing import UpstreamListing
@@ -87,6 +89,7 @@ class Gateway:
         self.sessions = sessions
         self._page_size = page_size
         self.pipeline: Pipeline | None = None
+        self.visibility: Visibility | None = None
         self.upstreams: dict[str, UpstreamSupervisor] = {}
         self.listens: set[ListenStream] = set()
         self.continuations = ContinuationStore()
@@ -108,9 +111,12 @@ class Gateway:
             "resources/unsubscribe": self._unsubscribe,
         }
 
-    def attach(self, pipeline: Pipeline, upstreams: Mapping[str, UpstreamSupervisor]) -> None:
+    def attach(
+        self, pipeline: Pipeline, upstreams: Mapping[str, UpstreamSupervisor], visibility: Visibility
+    ) -> None:
         self.pipeline = pipeline
         self.upstreams = dict(upstreams)
+        self.visibility = visibility
 
     # -- handshake and discovery ------------------------------------------------------------
 
@@ -146,6 +152,8 @@ class Gateway:
         handler = self._handlers.get(call.method)
         if handler is None:
             raise MethodNotFound(f"Method not found: {call.method!r} is not served by this broker")
+        assert self.pipeline is not None
+        await self.pipeline.identify(call)
         result: dict[str, Any] = await handler(call)
         return result
 
@@ -172,17 +180,22 @@ class Gateway:
             result["nextCursor"] = cursor
         return result
 
+    async def _visible(self, call: Call, kind: str) -> list[dict[str, Any]]:
+        assert self.visibility is not None and call.principal is not None
+        facts = CallFacts(call.transport, call.protocol_version, call.session.id if call.session else None)
+        return await self.visibility.visible(kind, call.principal, facts)
+
     async def _list_tools(self, call: Call) -> dict[str, Any]:
-        return self._page(call, self.catalog.tool_list, "tools")
+        return self._page(call, await self._visible(call, "tools"), "tools")
 
     async def _list_prompts(self, call: Call) -> dict[str, Any]:
-        return self._page(call, self.catalog.prompt_list, "prompts")
+        return self._page(call, await self._visible(call, "prompts"), "prompts")
 
     async def _list_resources(self, call: Call) -> dict[str, Any]:
-        return self._page(call, self.catalog.resource_list, "resources")
+        return self._page(call, await self._visible(call, "resources"), "resources")
 
     async def _list_templates(self, call: Call) -> dict[str, Any]:
-        return self._page(call, self.catalog.template_list, "resourceTemplates")
+        return self._page(call, await self._visible(call, "resource_templates"), "resourceTemplates")
 
     async def _set_level(self, call: Call) -> dict[str, Any]:
         level = call.params.get("level")

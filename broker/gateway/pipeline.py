@@ -1,10 +1,16 @@
 """The request path of every routed call, in order. This file is the only place that knows it.
 
 ```
+identity   who is asking (every request, lists included)
 catalog    "server__tool" → upstream + upstream name; unknown → rejected
-(identity, guard-in, decide, approval, traffic: added by the issues that build them)
+decide     the policy engine's answer for this exact call: allow, or rejected (deny,
+           approval required, engine failure)
+(guard-in, approval, traffic: added by the issues that build them)
 forward    upstream session; the answer comes back unchanged
 ```
+
+Lists do not reach an upstream: after `identity` they are answered from the catalog,
+filtered by the same policy (gateway/visibility.py).
 
 Each stage is a small object with one `async handle(call)`: it returns to let the call
 go on or raises a `Rejection` to stop it. There is no way around a stage: an error
@@ -18,8 +24,12 @@ from typing import Any, ClassVar, Protocol
 
 from broker.catalog.catalog import Catalog
 from broker.gateway.call import Call
+from broker.gateway.stages.decide import Decide
 from broker.gateway.stages.forward import Forward
+from broker.gateway.stages.identity import AssignPrincipal
 from broker.gateway.stages.resolve import Availability, ResolveTarget
+from broker.identity.principal import Principal
+from broker.policy.point import PolicyPoint
 from broker.upstream.supervisor import UpstreamSupervisor
 
 
@@ -30,9 +40,14 @@ class Stage(Protocol):
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage], forward: Forward) -> None:
+    def __init__(self, identity: Stage, stages: Sequence[Stage], forward: Forward) -> None:
+        self.identity = identity
         self.stages = tuple(stages)
         self._forward = forward
+
+    async def identify(self, call: Call) -> None:
+        """The first stage, for every request: who is asking."""
+        await self.identity.handle(call)
 
     async def admit(self, call: Call) -> None:
         """Run every stage; raises the first rejection. Nothing is sent upstream."""
@@ -50,11 +65,18 @@ class Pipeline:
 
 
 def build_pipeline(
-    catalog: Catalog, upstreams: Mapping[str, UpstreamSupervisor], availability: Availability
+    catalog: Catalog,
+    upstreams: Mapping[str, UpstreamSupervisor],
+    availability: Availability,
+    *,
+    principal: Principal,
+    policy: PolicyPoint,
 ) -> Pipeline:
     return Pipeline(
+        identity=AssignPrincipal(principal),
         stages=[
             ResolveTarget(catalog, availability),
+            Decide(policy),
         ],
         forward=Forward(upstreams),
     )

@@ -23,6 +23,12 @@ from mcp import Client, StdioServerParameters
 from tests.fixtures import REPO_ROOT
 from tests.support.broker import alive, broker_config, broker_env, descendants, stdio_upstream, write_config
 
+
+@pytest.fixture(autouse=True)
+def policies_folder(tmp_path: Path) -> None:
+    """A config file needs its policies (default: policies/ next to it); give each test one."""
+    (tmp_path / "policies" / "cedar").mkdir(parents=True)
+
 MCP_BROKER = str(Path(sys.executable).parent / "mcp-broker")
 EXIT_CONFIG = 2
 TIMEOUTS = {"call": 10, "startup": 15, "ping_interval": 0}

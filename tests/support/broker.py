@@ -45,8 +45,16 @@ def http_upstream(url: str, **options: Any) -> dict[str, Any]:
     return {"transport": "streamable_http", "url": url, **options}
 
 
+ALLOW_ALL_POLICIES = Path(__file__).resolve().parent / "policies" / "allow-all"
+
+
 def broker_config(upstreams: Mapping[str, Mapping[str, Any]], **sections: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {"http": {"port": 0}, "logging": {"level": "debug"}}
+    """A test config; unless `policy` is given, every request is allowed (tests of the proxy itself)."""
+    config: dict[str, Any] = {
+        "http": {"port": 0},
+        "logging": {"level": "debug"},
+        "policy": {"path": str(ALLOW_ALL_POLICIES), "watch": False},
+    }
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     config["upstreams"] = {name: dict(u) for name, u in upstreams.items()}

@@ -46,6 +46,13 @@ upstreams:
 """
 
 
+@pytest.fixture(autouse=True)
+def policies_folder(tmp_path: Path) -> None:
+    """Every config needs its policies (default: policies/ next to the file); give each test one."""
+    (tmp_path / "policies" / "cedar").mkdir(parents=True)
+    (tmp_path / "policies" / "rego").mkdir()
+
+
 def parse(text: str, base_dir: Path) -> BrokerConfig:
     return parse_config(textwrap.dedent(text), source="broker.yaml", base_dir=base_dir)
 
@@ -238,7 +245,8 @@ def test_unknown_key_suggests_the_closest_name(tmp_path: Path) -> None:
 
 def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path: Path) -> None:
     assert problems("zzz: 1\n" + MINIMAL, tmp_path) == [
-        "broker.yaml:1: (top level): unknown key 'zzz' (allowed: catalog, http, logging, server, upstreams)"
+        "broker.yaml:1: (top level): unknown key 'zzz' "
+        "(allowed: catalog, http, identity, logging, policy, server, upstreams)"
     ]
 
 
@@ -626,6 +634,7 @@ def test_relative_cwd_resolves_against_the_config_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conf_dir = tmp_path / "conf"
+    (conf_dir / "policies" / "cedar").mkdir(parents=True)
     (conf_dir / "servers" / "notes").mkdir(parents=True)
     (conf_dir / "broker.yaml").write_text(MINIMAL + "    cwd: servers/notes\n")
     elsewhere = tmp_path / "elsewhere"

@@ -35,18 +35,16 @@ class ResolveTarget:
                 raise UnknownTool(
                     f"Unknown tool: {name!r}. tools/list shows the tools you can call.", tool=name
                 )
-            call.target = Target(
-                entry.upstream, "tool", entry.upstream_name, entry.name != entry.upstream_name
-            )
+            namespaced = entry.name != entry.upstream_name
+            call.target = Target(entry.upstream, "tool", entry.upstream_name, namespaced, entry.resource)
         elif method == "prompts/get":
             name = _string(params, "name", method)
             entry = self._catalog.prompt(name)
             if entry is None:
                 self._unavailable(split_name(name))
                 raise UnknownPrompt(f"Unknown prompt: {name!r}. prompts/list shows the prompts you can get.")
-            call.target = Target(
-                entry.upstream, "prompt", entry.upstream_name, entry.name != entry.upstream_name
-            )
+            namespaced = entry.name != entry.upstream_name
+            call.target = Target(entry.upstream, "prompt", entry.upstream_name, namespaced, entry.resource)
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             uri = _string(params, "uri", method)
             call.target = self._resource(uri, "resource")
@@ -60,7 +58,7 @@ class ResolveTarget:
         if route is None:
             self._unavailable(split_uri(uri))
             raise UnknownResource(f"Resource not found: {uri!r} is not served by any upstream.", uri=uri)
-        return Target(route.upstream, kind, route.upstream_uri, route.namespace)
+        return Target(route.upstream, kind, route.upstream_uri, route.namespace, route.resource)
 
     def _completion(self, params: dict[str, Any]) -> Target:
         ref = params.get("ref")
@@ -71,14 +69,15 @@ class ResolveTarget:
             entry = self._catalog.prompt(name)
             if entry is None:
                 raise UnknownPrompt(f"Unknown prompt: {name!r}")
-            return Target(
-                entry.upstream, "completion", entry.upstream_name, entry.name != entry.upstream_name
-            )
+            namespaced = entry.name != entry.upstream_name
+            return Target(entry.upstream, "completion", entry.upstream_name, namespaced, entry.resource)
         if ref.get("type") == "ref/resource":
             uri = _string(ref, "uri", "completion/complete ref")
             owner = self._catalog.template_owner(uri)
             if owner is not None:
-                return Target(owner.upstream, "completion", owner.upstream_uri, owner.namespace)
+                return Target(
+                    owner.upstream, "completion", owner.upstream_uri, owner.namespace, owner.resource
+                )
             return self._resource(uri, "completion")
         raise InvalidParams("completion/complete: 'ref.type' must be 'ref/prompt' or 'ref/resource'")
 

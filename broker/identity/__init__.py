@@ -1,0 +1,1 @@
+"""Who the caller is: the principal every policy decision is about."""

@@ -1,0 +1,1 @@
+"""The policy decision point: build the authorization request, ask an engine, get a Decision."""
