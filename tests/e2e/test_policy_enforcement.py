@@ -295,3 +295,33 @@ def opa_processes(pids: list[int]) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@pytest.mark.anyio
+async def test_sighup_and_the_admin_endpoint_reload_the_policy(tmp_path: Path) -> None:
+    policies = repo_policies(tmp_path)
+    config = broker_config(
+        {"counter": stdio_upstream("counter.py")},
+        policy=policy_section("cedar", policies),  # watch off: only explicit reloads
+        identity=principal("engineer"),
+    )
+    with running_broker(tmp_path, config) as broker:
+        version = status(broker.base_url)["policy_version"]
+        (policies / "cedar" / "freeze.cedar").write_text(
+            '@id("freeze") forbid (principal, action == Mcp::Action::"call_tool", resource);\n'
+        )
+        os.kill(broker.pid, signal.SIGHUP)
+        state = wait_for_reload(broker.base_url, lambda s: s["policy_version"] != version)
+        assert state["last_reload"]["ok"]
+        async with Client(broker.url, mode="legacy") as client:
+            assert (await denied(client, "counter__count"))["policies"] == ["freeze"]
+
+        (policies / "cedar" / "freeze.cedar").write_text('@id("freeze") forbid (principal, action, resource')
+        async with httpx.AsyncClient(timeout=10) as http:
+            refused = await http.post(f"{broker.base_url}/admin/policy/reload")
+            assert refused.status_code == 422
+            assert "freeze.cedar:1: syntax error" in refused.json()["message"]
+            (policies / "cedar" / "freeze.cedar").unlink()
+            accepted = await http.post(f"{broker.base_url}/admin/policy/reload")
+            assert accepted.status_code == 200
+            assert accepted.json()["policy_version"] == version  # back to the original files
