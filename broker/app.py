@@ -11,6 +11,7 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,12 +19,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from broker.catalog.catalog import Catalog
-from broker.config import BrokerConfig, PolicyConfig
+from broker.config import BrokerConfig, PolicyConfig, resolve_value
 from broker.front.http import LOOPBACK_NAMES, McpEndpoint, Receive, Scope, Send
 from broker.gateway.gateway import Gateway
 from broker.gateway.pipeline import build_pipeline
 from broker.gateway.sessions import DownstreamSession, SessionRegistry
 from broker.gateway.visibility import Visibility
+from broker.identity.authenticator import Authenticator
+from broker.identity.jwt import IssuerConfig, JwtVerifier
 from broker.identity.principal import Principal
 from broker.policy.cedar import CedarEngine
 from broker.policy.engine import PolicyEngine, PolicyLoadError
@@ -83,11 +86,13 @@ class Broker:
             engine, watched=watched if config.policy.watch else None, interval=config.policy.watch_interval
         )
         self.principal = Principal.from_config(config.identity.default_principal)
+        self.authenticator = make_authenticator(config)
+        self.resource_url = resource_url(config)
         pipeline = build_pipeline(
             self.catalog,
             self.upstreams,
             self.gateway.availability,
-            principal=self.principal,
+            principal=None if self.authenticator is not None else self.principal,
             policy=self.policy,
         )
         self.gateway.attach(pipeline, self.upstreams, Visibility(self.policy, self.catalog))
@@ -124,6 +129,8 @@ class Broker:
         await asyncio.gather(*(u.stop() for u in self.upstreams.values()), return_exceptions=True)
         await self.gateway.aclose()
         await self.policy.stop()
+        if self.authenticator is not None:
+            await self.authenticator.aclose()
 
     def readiness(self) -> dict[str, Any]:
         upstreams = {
@@ -172,12 +179,83 @@ def make_engine(policy: PolicyConfig) -> tuple[PolicyEngine, WatchedFiles]:
     return opa, rego_files
 
 
+def resource_url(config: BrokerConfig) -> str:
+    """This broker's resource URL (RFC 9728): configured, or where the HTTP front listens."""
+    auth = config.identity.authentication
+    if auth is not None and auth.resource:
+        return auth.resource
+    http = config.http
+    host = f"[{http.host}]" if ":" in http.host else http.host
+    return f"http://{host}:{http.port}{http.path}"
+
+
+def metadata_url(resource: str) -> str:
+    """Where the protected-resource metadata of `resource` is (RFC 9728 §3.1: path inserted after host)."""
+    parts = urlsplit(resource)
+    suffix = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-protected-resource{suffix}"
+
+
+def make_authenticator(config: BrokerConfig) -> Authenticator | None:
+    auth = config.identity.authentication
+    if auth is None:
+        return None
+    audience = resource_url(config)
+    issuers = []
+    for item in auth.jwt:
+        secret = resolve_value(item.hs256_secret).encode() if item.hs256_secret is not None else None
+        issuers.append(
+            IssuerConfig(
+                issuer=item.issuer,
+                audiences=item.audiences or (audience,),
+                algorithms=item.algorithms,
+                jwks_url=item.jwks_url,
+                jwks_ttl=item.jwks_ttl,
+                jwks_refresh_interval=item.jwks_refresh_interval,
+                pem_keys=tuple(path.read_bytes() for path in item.public_keys),
+                hs256_secret=secret,
+                leeway=item.leeway,
+                required_claims=item.required_claims,
+            )
+        )
+    mappings = {item.issuer: item.principal for item in auth.jwt}
+    return Authenticator(
+        verifier=JwtVerifier(issuers) if issuers else None,
+        mappings=mappings,
+        api_keys={key.sha256: Principal.from_config(key.principal) for key in auth.api_keys},
+        required_scopes=auth.required_scopes,
+        max_token_bytes=auth.max_token_bytes,
+    )
+
+
 class HttpApp:
     """Top-level ASGI app: the MCP path goes straight to the endpoint; the rest is Starlette."""
 
     def __init__(self, broker: Broker) -> None:
         self._path = broker.config.http.path
-        self._endpoint = McpEndpoint(broker.gateway, broker.sessions, broker.config.http)
+        auth = broker.config.identity.authentication
+        metadata = metadata_url(broker.resource_url)
+        self._endpoint = McpEndpoint(
+            broker.gateway,
+            broker.sessions,
+            broker.config.http,
+            authenticator=broker.authenticator,
+            resource_metadata=metadata if auth is not None else None,
+        )
+        protected_resource = {
+            "resource": broker.resource_url,
+            "authorization_servers": list(auth.authorization_servers) if auth else [],
+            "scopes_supported": list(auth.scopes_supported) if auth else [],
+            "bearer_methods_supported": ["header"],
+            "resource_name": broker.config.server.name,
+        }
+
+        async def resource_metadata(request: Request) -> JSONResponse:
+            if auth is None:
+                return JSONResponse(
+                    {"error": "this broker does not use token authentication"}, status_code=404
+                )
+            return JSONResponse(protected_resource)
 
         async def healthz(request: Request) -> JSONResponse:
             return JSONResponse({"status": "ok"})
@@ -196,11 +274,21 @@ class HttpApp:
             body = {"ok": result.ok, "policy_version": result.policy_version, "message": result.message}
             return JSONResponse(body, status_code=200 if result.ok else 422)
 
+        # The bare well-known path, the one for our MCP path, and the one the challenges name
+        # (from `resource`, whose path differs behind a path-prefixing proxy).
+        metadata_paths = dict.fromkeys(
+            [
+                "/.well-known/oauth-protected-resource",
+                f"/.well-known/oauth-protected-resource{self._path.rstrip('/')}",
+                urlsplit(metadata).path,
+            ]
+        )
         self._other = Starlette(
             routes=[
                 Route("/healthz", healthz),
                 Route("/readyz", readyz),
                 Route("/admin/policy/reload", reload_policy, methods=["POST"]),
+                *(Route(path, resource_metadata) for path in metadata_paths),
             ]
         )
 

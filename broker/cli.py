@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import os
+import secrets
 import signal
 import socket
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import uvicorn
 
 from broker.app import Broker, StartupError, broker_version
 from broker.config import BrokerConfig, ConfigError, load_config
+from broker.identity.principal import Principal
 
 EXIT_CONFIG = 2
 
@@ -80,7 +84,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     http = config.http
     host = args.host or http.host
     port = http.port if args.port is None else args.port
-    return int(_event_loop_runner()(_serve(config, host, port, args.ready_file)))
+    try:
+        listener = _listen(host, port)
+    except OSError as exc:
+        logging.getLogger("broker").error(
+            "cannot start: cannot listen on %s port %s: %s", host, port, exc.strerror
+        )
+        return 1
+    # Listening first means the resource URL (the tokens' audience) names the real port, even for port 0.
+    bound = dataclasses.replace(http, host=host, port=int(listener.getsockname()[1]))
+    config = dataclasses.replace(config, http=bound)
+    return int(_event_loop_runner()(_serve(config, listener, args.ready_file)))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def _started(config: BrokerConfig) -> Broker | None:
@@ -95,9 +122,10 @@ async def _started(config: BrokerConfig) -> Broker | None:
     return broker
 
 
-async def _serve(config: BrokerConfig, host: str, port: int, ready_file: str | None) -> int:
+async def _serve(config: BrokerConfig, listener: socket.socket, ready_file: str | None) -> int:
     broker = await _started(config)
     if broker is None:
+        listener.close()
         return EXIT_CONFIG
     asyncio.get_running_loop().add_signal_handler(
         signal.SIGHUP, lambda: asyncio.ensure_future(broker.policy.reload("SIGHUP"))
@@ -105,8 +133,8 @@ async def _serve(config: BrokerConfig, host: str, port: int, ready_file: str | N
     server = _AnnouncingServer(
         uvicorn.Config(
             broker.http_app(),
-            host=host,
-            port=port,
+            host=config.http.host,
+            port=config.http.port,
             loop="none",
             http="httptools",
             lifespan="off",
@@ -119,8 +147,9 @@ async def _serve(config: BrokerConfig, host: str, port: int, ready_file: str | N
         ready_file=ready_file,
     )
     try:
-        await server.serve()
+        await server.serve(sockets=[listener])
     finally:
+        listener.close()
         await broker.stop()
     return 0 if server.started else 1
 
@@ -174,7 +203,13 @@ async def _stdio(config: BrokerConfig) -> int:
     broker = await _started(config)
     if broker is None:
         return EXIT_CONFIG
-    front = asyncio.ensure_future(StdioFront(broker.gateway).run())
+    try:
+        identify = stdio_identity(broker)
+    except ValueError as exc:
+        logging.getLogger("broker").error("cannot start: %s", exc)
+        await broker.stop()
+        return EXIT_CONFIG
+    front = asyncio.ensure_future(StdioFront(broker.gateway, identify).run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, front.cancel)  # stop the upstreams before exiting: no orphans
@@ -183,6 +218,68 @@ async def _stdio(config: BrokerConfig) -> int:
             await front
     finally:
         await broker.stop()
+    return 0
+
+
+def stdio_identity(broker: Broker) -> Callable[[], Awaitable[Principal]]:
+    """The stdio caller: the token in identity.stdio_token_env (verified on every request), or the default."""
+    name = broker.config.identity.stdio_token_env
+    if name is None:
+        default = broker.principal
+
+        async def configured() -> Principal:
+            return default
+
+        return configured
+    token = os.environ.get(name)
+    authenticator = broker.authenticator
+    if not token:
+        raise ValueError(f"identity.stdio_token_env names {name}, but that environment variable is not set")
+    if authenticator is None:
+        raise ValueError("identity.stdio_token_env needs identity.authentication to verify the token")
+    checked = authenticator
+
+    async def from_token() -> Principal:
+        return (await checked.authenticate(f"Bearer {token}")).principal
+
+    return from_token
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from broker.front.connect import ConnectBridge
+
+    setup_logging(args.log_level or "warning", "text")
+    token: str | None = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            print(f"cannot read the token file {args.token_file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        token = os.environ.get(args.token_env) or None
+    return int(_event_loop_runner()(_connect(ConnectBridge(args.url, token))))
+
+
+async def _connect(bridge: Any) -> int:
+    task = asyncio.ensure_future(bridge.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return 0
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    from broker.identity.authenticator import api_key_digest
+
+    key = f"{args.prefix}_{secrets.token_urlsafe(32)}"
+    roles = ", ".join(json.dumps(role) for role in args.role)
+    print(f"API key (give it to the caller; it is not stored anywhere): {key}")
+    print("Config entry (identity.authentication.api_keys):")
+    print(f"  - sha256: {api_key_digest(key)}")
+    print(f"    principal: {{type: {args.type}, id: {json.dumps(args.id)}, roles: [{roles}]}}")
     return 0
 
 
@@ -224,6 +321,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("config", help="config file")
     check.set_defaults(func=cmd_check_config)
+
+    connect = sub.add_parser(
+        "connect",
+        help="a local stdio server that forwards to a remote broker over Streamable HTTP",
+        description="For hosts that only launch stdio servers. "
+        "Example: MCP_BROKER_TOKEN=... mcp-broker connect https://broker.example.com/mcp",
+    )
+    connect.add_argument("url", help="the remote broker's MCP endpoint")
+    connect.add_argument("--token-env", default="MCP_BROKER_TOKEN", help="env var with the bearer token")
+    connect.add_argument("--token-file", help="file with the bearer token (instead of the env var)")
+    connect.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    connect.set_defaults(func=cmd_connect)
+
+    api_key = sub.add_parser(
+        "api-key",
+        help="make a new API key and print the config entry (its sha256) for it",
+        description="Example: mcp-broker api-key --id nightly-ci --role ci",
+    )
+    api_key.add_argument("--id", required=True, help="the principal id policies will see")
+    api_key.add_argument(
+        "--type", choices=["Agent", "User"], default="Agent", help="principal type (default: Agent)"
+    )
+    api_key.add_argument("--role", action="append", default=[], help="a role of the principal (repeatable)")
+    api_key.add_argument("--prefix", default="mcpb", help="a readable prefix for the key (default: mcpb)")
+    api_key.set_defaults(func=cmd_api_key)
     return parser
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -45,12 +46,16 @@ from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unu
 __all__ = [
     "DEFAULT_CHILD_ENV_VARS",
     "SCHEMA_PATH",
+    "ApiKeyConfig",
+    "AuthenticationConfig",
     "BrokerConfig",
     "CatalogConfig",
+    "ClaimMappingConfig",
     "ConfigError",
     "ConfigValue",
     "HttpFrontConfig",
     "IdentityConfig",
+    "JwtIssuerConfig",
     "LoggingConfig",
     "OpaConfig",
     "PolicyConfig",
@@ -60,6 +65,7 @@ __all__ = [
     "SecretUnavailable",
     "ServerInfoConfig",
     "Timeouts",
+    "UpstreamAuthConfig",
     "UpstreamConfig",
     "load_config",
     "load_schema",
@@ -85,7 +91,7 @@ CREDENTIAL_NAME = re.compile(
 )
 
 Transport: TypeAlias = Literal["stdio", "streamable_http", "sse"]
-Isolation: TypeAlias = Literal["shared", "per_session"]
+Isolation: TypeAlias = Literal["shared", "per_session", "per_tenant"]
 LogFormat: TypeAlias = Literal["text", "json"]
 
 PathPart: TypeAlias = str | int
@@ -108,6 +114,7 @@ _PATTERN_HINTS: Mapping[str, str] = MappingProxyType(
             "is not a valid name: 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
         ),
         "^data(\\.[A-Za-z_][A-Za-z0-9_]*)+$": "is not a data path like data.mcp.authz.decision",
+        "^[0-9a-fA-F]{64}$": "is not a hex sha256 (64 hex digits; make one with mcp-broker api-key)",
     }
 )
 
@@ -253,6 +260,7 @@ class Timeouts:
     startup: float = 15.0
     ping_interval: float = 30.0
     ping: float = 5.0
+    idle: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -261,6 +269,19 @@ class RestartPolicy:
 
     initial_backoff: float = 0.5
     max_backoff: float = 30.0
+
+
+@dataclass(frozen=True)
+class UpstreamAuthConfig:
+    """The broker's own OAuth credential for an upstream (client credentials or token exchange)."""
+
+    type: Literal["client_credentials", "token_exchange"]
+    token_url: str
+    client_id: str
+    client_secret: ConfigValue | None = None
+    scope: str | None = None
+    resource: str | None = None
+    audience: str | None = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +313,14 @@ class UpstreamConfig:
     tenants: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     tool_tags: Mapping[str, tuple[str, ...]] = field(default_factory=_empty_tags, hash=False)
+    auth: UpstreamAuthConfig | None = None
+    tenant_headers: Mapping[str, Mapping[str, ConfigValue]] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+
+    def resolved_tenant_headers(self, tenant: str) -> dict[str, str]:
+        """The headers of one tenant's connection; KeyError if that tenant has no credential here."""
+        return {name: resolve_value(value) for name, value in self.tenant_headers[tenant].items()}
 
     def tags_for(self, tool: str) -> tuple[str, ...]:
         """Operator tags of one of this upstream's tools (upstream-wide tags first)."""
@@ -397,8 +426,58 @@ class PrincipalConfig:
 
 
 @dataclass(frozen=True)
+class ClaimMappingConfig:
+    """Which claims make the principal (identity.authentication.jwt[].principal)."""
+
+    subject: str = "sub"
+    type: str | None = None
+    roles: str | None = "roles"
+    tenant: str | None = "tenant"
+    scopes: str = "scope"
+    claims: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JwtIssuerConfig:
+    """One trusted token issuer: where its keys are, what its tokens must say."""
+
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    jwks_url: str | None = None
+    jwks_ttl: float = 300.0
+    jwks_refresh_interval: float = 30.0
+    public_keys: tuple[Path, ...] = ()
+    hs256_secret: ConfigValue | None = None
+    algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
+    leeway: float = 30.0
+    required_claims: tuple[str, ...] = ("exp", "sub")
+    principal: ClaimMappingConfig = ClaimMappingConfig()
+
+
+@dataclass(frozen=True)
+class ApiKeyConfig:
+    sha256: str
+    principal: PrincipalConfig
+
+
+@dataclass(frozen=True)
+class AuthenticationConfig:
+    """Token authentication for the HTTP front (absent: every caller is the default principal)."""
+
+    resource: str | None = None
+    authorization_servers: tuple[str, ...] = ()
+    scopes_supported: tuple[str, ...] = ()
+    required_scopes: tuple[str, ...] = ()
+    max_token_bytes: int = 8192
+    jwt: tuple[JwtIssuerConfig, ...] = ()
+    api_keys: tuple[ApiKeyConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class IdentityConfig:
     default_principal: PrincipalConfig = PrincipalConfig()
+    authentication: AuthenticationConfig | None = None
+    stdio_token_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -820,9 +899,7 @@ def _build_config(data: Mapping[str, Any], ctx: _Builder, origin: Path | None) -
         logging=_build_logging(_section(data, "logging")),
         upstreams=tuple(_build_upstream(name, raw, ctx) for name, raw in upstreams.items()),
         policy=_build_policy(_section(data, "policy"), ctx),
-        identity=IdentityConfig(
-            default_principal=_build_principal(_section(_section(data, "identity"), "default_principal"))
-        ),
+        identity=_build_identity(_section(data, "identity"), ctx),
         source=origin,
     )
 
@@ -871,6 +948,95 @@ def _build_policy(raw: Mapping[str, Any], ctx: _Builder) -> PolicyConfig:
         watch=bool(raw.get("watch", defaults.watch)),
         watch_interval=float(raw.get("watch_interval", defaults.watch_interval)),
         opa=opa,
+    )
+
+
+def _build_identity(raw: Mapping[str, Any], ctx: _Builder) -> IdentityConfig:
+    auth = raw.get("authentication")
+    return IdentityConfig(
+        default_principal=_build_principal(_section(raw, "default_principal")),
+        authentication=_build_authentication(auth, ctx) if auth is not None else None,
+        stdio_token_env=cast(str | None, raw.get("stdio_token_env")),
+    )
+
+
+def _build_authentication(auth: Mapping[str, Any], ctx: _Builder) -> AuthenticationConfig:
+    path: JsonPath = ("identity", "authentication")
+    issuers = tuple(
+        _build_issuer(item, (*path, "jwt", i), ctx) for i, item in enumerate(auth.get("jwt") or ())
+    )
+    api_keys = tuple(
+        ApiKeyConfig(str(k["sha256"]).lower(), _build_principal(k["principal"] or {}))
+        for k in auth.get("api_keys") or ()
+    )
+    if not issuers and not api_keys:
+        ctx.report(path, "authentication needs at least one jwt issuer or api key")
+    return AuthenticationConfig(
+        resource=cast(str | None, auth.get("resource")),
+        authorization_servers=tuple(auth.get("authorization_servers") or ()),
+        scopes_supported=tuple(auth.get("scopes_supported") or ()),
+        required_scopes=tuple(auth.get("required_scopes") or ()),
+        max_token_bytes=int(auth.get("max_token_bytes", 8192)),
+        jwt=issuers,
+        api_keys=api_keys,
+    )
+
+
+def _secure_url(url: str) -> bool:
+    """https, or plain http to a loopback host (parsed: `http://localhost.evil.example` is not loopback)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme == "https" and host:
+        return True
+    if parts.scheme != "http" or not host or parts.username is not None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _build_issuer(item: Mapping[str, Any], where: JsonPath, ctx: _Builder) -> JwtIssuerConfig:
+    keys = []
+    for k, key_file in enumerate(item.get("public_keys") or ()):
+        file = ctx.local_path(str(key_file))
+        if not file.is_file():
+            ctx.report((*where, "public_keys", k), f"public key file {file} does not exist")
+        keys.append(file)
+    secret = ctx.value(item["hs256_secret"], (*where, "hs256_secret")) if item.get("hs256_secret") else None
+    if isinstance(secret, str):
+        ctx.report((*where, "hs256_secret"), "the secret must come from {env: NAME} or {file: PATH}")
+    jwks_url = cast(str | None, item.get("jwks_url"))
+    if not (jwks_url or keys or secret):
+        ctx.report(where, "the issuer needs jwks_url, public_keys or hs256_secret to verify its tokens")
+    if jwks_url and not _secure_url(jwks_url):
+        ctx.report((*where, "jwks_url"), "JWKS must be fetched over https (plain http only from loopback)")
+    mapping = _section(item, "principal")
+    defaults = ClaimMappingConfig()
+    return JwtIssuerConfig(
+        issuer=str(item["issuer"]),
+        audiences=tuple(item.get("audiences") or ()),
+        jwks_url=jwks_url,
+        jwks_ttl=float(item.get("jwks_ttl", 300)),
+        jwks_refresh_interval=float(item.get("jwks_refresh_interval", 30)),
+        public_keys=tuple(keys),
+        hs256_secret=secret,
+        algorithms=tuple(item.get("algorithms") or JwtIssuerConfig("x").algorithms),
+        leeway=float(item.get("leeway", 30)),
+        required_claims=tuple(item.get("required_claims") or ("exp", "sub")),
+        principal=ClaimMappingConfig(
+            subject=str(mapping.get("subject", defaults.subject)),
+            type=cast(str | None, mapping.get("type", defaults.type)),
+            roles=cast(str | None, mapping.get("roles", defaults.roles)),
+            tenant=cast(str | None, mapping.get("tenant", defaults.tenant)),
+            scopes=str(mapping.get("scopes", defaults.scopes)),
+            claims=tuple(mapping.get("claims") or ()),
+        ),
     )
 
 
@@ -970,6 +1136,26 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+def _build_upstream_auth(raw: Any, path: JsonPath, ctx: _Builder) -> UpstreamAuthConfig | None:
+    if not raw:
+        return None
+    secret = ctx.value(raw["client_secret"], (*path, "client_secret")) if raw.get("client_secret") else None
+    if isinstance(secret, str):
+        ctx.report((*path, "client_secret"), "the client secret must come from {env: NAME} or {file: PATH}")
+    url = str(raw["token_url"])
+    if not _secure_url(url):
+        ctx.report((*path, "token_url"), "the token endpoint must be https (plain http only on loopback)")
+    return UpstreamAuthConfig(
+        type=cast(Literal["client_credentials", "token_exchange"], raw["type"]),
+        token_url=url,
+        client_id=str(raw["client_id"]),
+        client_secret=secret,
+        scope=cast(str | None, raw.get("scope")),
+        resource=cast(str | None, raw.get("resource")),
+        audience=cast(str | None, raw.get("audience")),
+    )
+
+
 def _build_upstream(name: str, raw: Mapping[str, Any], ctx: _Builder) -> UpstreamConfig:
     path: JsonPath = ("upstreams", name)
     transport = cast(Transport, raw["transport"])
@@ -1006,6 +1192,7 @@ def _build_upstream(name: str, raw: Mapping[str, Any], ctx: _Builder) -> Upstrea
         startup=ctx.number(traw, "startup", td.startup, tpath),
         ping_interval=ctx.number(traw, "ping_interval", td.ping_interval, tpath),
         ping=ctx.number(traw, "ping", td.ping, tpath),
+        idle=ctx.number(traw, "idle", td.idle, tpath),
     )
 
     rpath: JsonPath = (*path, "restart")
@@ -1021,6 +1208,15 @@ def _build_upstream(name: str, raw: Mapping[str, Any], ctx: _Builder) -> Upstrea
             f"max_backoff ({restart.max_backoff:g}) must be >= initial_backoff ({restart.initial_backoff:g})",
         )
 
+    isolation = raw.get("isolation", "shared")
+    auth_raw = raw.get("auth") or {}
+    if auth_raw.get("type") == "token_exchange" and isolation != "per_session":
+        ctx.report(
+            (*path, "auth", "type"),
+            "token_exchange exchanges each caller's token: it needs isolation: per_session",
+        )
+    if raw.get("tenant_headers") and isolation != "per_tenant":
+        ctx.report((*path, "tenant_headers"), "per-tenant credentials need isolation: per_tenant")
     return UpstreamConfig(
         name=name,
         transport=transport,
@@ -1040,4 +1236,11 @@ def _build_upstream(name: str, raw: Mapping[str, Any], ctx: _Builder) -> Upstrea
         tenants=tuple(raw.get("tenants") or ()),
         tags=tuple(raw.get("tags") or ()),
         tool_tags=MappingProxyType({str(k): tuple(v) for k, v in (raw.get("tool_tags") or {}).items()}),
+        auth=_build_upstream_auth(raw.get("auth"), (*path, "auth"), ctx),
+        tenant_headers=MappingProxyType(
+            {
+                str(tenant): ctx.values(headers, (*path, "tenant_headers", tenant))
+                for tenant, headers in (raw.get("tenant_headers") or {}).items()
+            }
+        ),
     )

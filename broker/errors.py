@@ -11,6 +11,7 @@ BrokerError
 │   ├── UnknownResource       no upstream owns that URI              -32002
 │   ├── UpstreamUnavailable   the owning upstream is down            -32000
 │   ├── ClientCapabilityMissing  the caller cannot receive what an upstream asked
+│   ├── AuthenticationRequired  no verified credential               -32001
 │   ├── PolicyDenied          a policy denies the request            -32001
 │   ├── ApprovalRequired      a policy requires a human approval     -32001
 │   └── PolicyFailure         the engine could not decide: deny      -32001
@@ -101,6 +102,11 @@ class UpstreamUnavailable(Rejection):
 class ClientCapabilityMissing(Rejection):
     code = INVALID_REQUEST
     reason = "client_capability_missing"
+
+
+class AuthenticationRequired(Rejection):
+    code = ACCESS_DENIED
+    reason = "unauthenticated"
 
 
 class PolicyDenied(Rejection):

@@ -30,10 +30,19 @@ from mcp.shared.inbound import (
 
 from broker import jsonrpc
 from broker.config import HttpFrontConfig
-from broker.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ForwardedError, error_for_exception
+from broker.errors import (
+    ACCESS_DENIED,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    ForwardedError,
+    error_for_exception,
+)
 from broker.gateway.call import Call
 from broker.gateway.gateway import Gateway, ListenStream
 from broker.gateway.sessions import DownstreamSession, Outbox, SessionRegistry
+from broker.identity.authenticator import Authenticator, InsufficientScope, Unauthenticated
+from broker.identity.principal import Principal, describe, same_principal
 from broker.jsonrpc import Message
 from broker.protocol import (
     HANDSHAKE_VERSIONS,
@@ -160,14 +169,16 @@ class HttpResponseStream:
             except TimeoutError:
                 await self._send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
 
-    async def finish(self, reply: Message | None, status: int) -> None:
+    async def finish(
+        self, reply: Message | None, status: int, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         """Send the final answer (None: end the stream without one, e.g. after a cancel)."""
         self._timer.cancel()
         if self._writer is None:
             if reply is None:
                 await send_status(self._send, 204, self._headers)
             else:
-                await send_json(self._send, status, jsonrpc.dumps(reply), self._headers)
+                await send_json(self._send, status, jsonrpc.dumps(reply), [*self._headers, *(headers or [])])
             return
         if reply is not None:
             self._queue.append(reply)
@@ -203,10 +214,20 @@ class DisconnectWatch:
 class McpEndpoint:
     """ASGI app for the MCP path."""
 
-    def __init__(self, gateway: Gateway, sessions: SessionRegistry, config: HttpFrontConfig) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        sessions: SessionRegistry,
+        config: HttpFrontConfig,
+        *,
+        authenticator: Authenticator | None = None,
+        resource_metadata: str | None = None,
+    ) -> None:
         self._gateway = gateway
         self._sessions = sessions
         self._config = config
+        self._authenticator = authenticator
+        self._metadata_url = resource_metadata
         self._loopback_bind = config.host in LOOPBACK_NAMES
         self._allowed_hosts = {h.lower() for h in config.allowed_hosts}
         self._allowed_origins = {o.rstrip("/").lower() for o in config.allowed_origins}
@@ -222,14 +243,24 @@ class McpEndpoint:
                 send, status, jsonrpc.dumps(jsonrpc.simple_error(None, INVALID_REQUEST, message)), []
             )
             return
+        principal: Principal | None = None
+        if self._authenticator is not None:
+            try:
+                principal = (await self._authenticator.authenticate(headers.get("authorization"))).principal
+            except Unauthenticated as exc:
+                await self._challenge(send, 401, exc.description, invalid_token=exc.invalid_token)
+                return
+            except InsufficientScope as exc:
+                await self._challenge(send, 403, exc.description, scopes=exc.scopes)
+                return
         method = scope["method"]
         try:
             if method == "POST":
-                await self._post(scope, receive, send, headers)
+                await self._post(scope, receive, send, headers, principal)
             elif method == "GET":
-                await self._get(receive, send, headers)
+                await self._get(receive, send, headers, principal)
             elif method == "DELETE":
-                await self._delete(send, headers)
+                await self._delete(send, headers, principal)
             else:
                 await _reject(
                     send,
@@ -243,6 +274,53 @@ class McpEndpoint:
             return
 
     # -- checks ----------------------------------------------------------------------------
+
+    def _step_up(
+        self, reply: Message | None, status: int
+    ) -> tuple[Message | None, int, list[tuple[bytes, bytes]]]:
+        """A policy denied for a missing scope: answer 403 insufficient_scope so the client can step up."""
+        error = reply.get("error") if reply is not None else None
+        data = error.get("data") if isinstance(error, dict) else None
+        if (
+            not isinstance(data, dict)
+            or data.get("reason") != "policy_denied"
+            or not data.get("required_scope")
+        ):
+            return reply, status, []
+        parts = ['error="insufficient_scope"', f'scope="{_quoted(str(data["required_scope"]))}"']
+        if self._metadata_url:
+            parts.append(f'resource_metadata="{self._metadata_url}"')
+        return (
+            reply,
+            403,
+            [(b"www-authenticate", ("Bearer " + ", ".join(parts)).encode("latin-1", "replace"))],
+        )
+
+    async def _challenge(
+        self,
+        send: Send,
+        status: int,
+        description: str,
+        *,
+        invalid_token: bool = False,
+        scopes: tuple[str, ...] = (),
+    ) -> None:
+        """401 or 403 with the WWW-Authenticate header that tells a client what to do (RFC 6750, 9728)."""
+        parts = []
+        if status == 403:
+            parts.append('error="insufficient_scope"')
+            parts.append(f'scope="{" ".join(scopes)}"')
+        elif invalid_token:
+            parts.append('error="invalid_token"')
+        if invalid_token or scopes:  # RFC 6750 §3.1: no error details when no credential was sent
+            parts.append(f'error_description="{_quoted(description)}"')
+        if self._metadata_url:
+            parts.append(f'resource_metadata="{self._metadata_url}"')
+        header = ("Bearer " + ", ".join(parts)).encode("latin-1", "replace")
+        reason = "insufficient_scope" if status == 403 else "unauthenticated"
+        title = "Forbidden" if status == 403 else "Unauthorized"
+        body = jsonrpc.simple_error(None, ACCESS_DENIED, f"{title}: {description}", reason=reason)
+        await send_json(send, status, jsonrpc.dumps(body), [(b"www-authenticate", header)])
 
     def _check_host_and_origin(self, headers: dict[str, str]) -> tuple[int, str] | None:
         """DNS-rebinding protection: a loopback broker only answers loopback Hosts and Origins."""
@@ -281,7 +359,9 @@ class McpEndpoint:
 
     # -- POST ------------------------------------------------------------------------------
 
-    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+    async def _post(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal | None
+    ) -> None:
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             await _reject(
@@ -313,24 +393,24 @@ class McpEndpoint:
             return
         version = headers.get("mcp-protocol-version")
         if version is None or version in HANDSHAKE_VERSIONS:
-            await self._post_handshake(receive, send, headers, message)
+            await self._post_handshake(receive, send, headers, message, principal)
         elif version in MODERN_VERSIONS or _has_envelope(message):
             # The SDK's ladder then says precisely what is wrong (mismatch, unsupported version).
-            await self._post_modern(scope, receive, send, headers, message)
+            await self._post_modern(scope, receive, send, headers, message, principal)
         else:
             rejection = unsupported_protocol_version_rejection(version, SUPPORTED_VERSIONS)
             assert rejection is not None
             await _send_rejection(send, rejection, _id_of(message))
 
     async def _post_handshake(
-        self, receive: Receive, send: Send, headers: dict[str, str], message: Any
+        self, receive: Receive, send: Send, headers: dict[str, str], message: Any, principal: Principal | None
     ) -> None:
         problem = jsonrpc.envelope_problem(message)
         if problem is not None:
             await _reject(send, 400, INVALID_REQUEST, f"Invalid Request: {problem}", _id_of(message))
             return
         if message.get("method") == "initialize":
-            await self._initialize(send, headers, message)
+            await self._initialize(send, headers, message, principal)
             return
         session_id = headers.get("mcp-session-id")
         if session_id is None:
@@ -342,7 +422,7 @@ class McpEndpoint:
                 _id_of(message),
             )
             return
-        session = self._sessions.get(session_id)
+        session = self._bound_session(session_id, principal)
         if session is None:
             await _reject(
                 send,
@@ -373,6 +453,8 @@ class McpEndpoint:
             relay=stream,
             session=session,
             client_capabilities=session.client_capabilities,
+            principal=principal,
+            credential=self._credential(headers),
         )
         task = asyncio.current_task()
         assert task is not None
@@ -389,9 +471,11 @@ class McpEndpoint:
         finally:
             session.in_flight.pop(call.request_id, None)
             session.cancel_requested.discard(call.request_id)
-        await stream.finish(reply, 200)
+        await stream.finish(*self._step_up(reply, 200))
 
-    async def _initialize(self, send: Send, headers: dict[str, str], message: Message) -> None:
+    async def _initialize(
+        self, send: Send, headers: dict[str, str], message: Message, principal: Principal | None
+    ) -> None:
         if "id" not in message:
             await _reject(
                 send, 400, INVALID_REQUEST, "Invalid Request: initialize must be a request with an id"
@@ -415,12 +499,18 @@ class McpEndpoint:
                 message["id"],
             )
             return
-        result, session = self._gateway.initialize(message.get("params") or {}, "streamable-http")
+        result, session = self._gateway.initialize(message.get("params") or {}, "streamable-http", principal)
         body = jsonrpc.dumps(jsonrpc.result(message["id"], result))
         await send_json(send, 200, body, [(b"mcp-session-id", session.id.encode())])
 
     async def _post_modern(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], message: Any
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        message: Any,
+        principal: Principal | None,
     ) -> None:
         problem = jsonrpc.envelope_problem(message)
         if problem is not None or "method" not in message:
@@ -463,6 +553,8 @@ class McpEndpoint:
             transport="streamable-http",
             relay=stream,
             client_capabilities=capabilities,
+            principal=principal,
+            credential=self._credential(headers),
         )
         if method == "subscriptions/listen":
             await self._listen(receive, send, call)
@@ -490,7 +582,7 @@ class McpEndpoint:
         finally:
             if watch is not None:
                 watch.stop()
-        await stream.finish(reply, status)
+        await stream.finish(*self._step_up(reply, status))
 
     async def _listen(self, receive: Receive, send: Send, call: Call) -> None:
         notifications = call.params.get("notifications")
@@ -561,7 +653,9 @@ class McpEndpoint:
 
     # -- GET and DELETE (handshake era) -------------------------------------------------------
 
-    async def _get(self, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+    async def _get(
+        self, receive: Receive, send: Send, headers: dict[str, str], principal: Principal | None
+    ) -> None:
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in HANDSHAKE_VERSIONS:
             await _reject(
@@ -577,7 +671,7 @@ class McpEndpoint:
                 send, 406, INVALID_REQUEST, "Not Acceptable: a GET stream needs Accept: text/event-stream"
             )
             return
-        session = await self._session_or_reject(send, headers)
+        session = await self._session_or_reject(send, headers, principal)
         if session is None:
             return
         if session.standalone is not None:
@@ -598,8 +692,8 @@ class McpEndpoint:
             if session.standalone is outbox:
                 session.standalone = None
 
-    async def _delete(self, send: Send, headers: dict[str, str]) -> None:
-        session = await self._session_or_reject(send, headers)
+    async def _delete(self, send: Send, headers: dict[str, str], principal: Principal | None) -> None:
+        session = await self._session_or_reject(send, headers, principal)
         if session is None:
             return
         if session.standalone is not None:
@@ -607,12 +701,35 @@ class McpEndpoint:
         await self._sessions.close(session.id)
         await send_status(send, 200)
 
-    async def _session_or_reject(self, send: Send, headers: dict[str, str]) -> DownstreamSession | None:
+    def _credential(self, headers: dict[str, str]) -> str | None:
+        """The caller's verified bearer JWT, kept only so an upstream can exchange it (RFC 8693)."""
+        if self._authenticator is None:
+            return None
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token.count(".") == 2 else None
+
+    def _bound_session(self, session_id: str, principal: Principal | None) -> DownstreamSession | None:
+        """The session, if it exists and belongs to this caller: another principal's session is unknown."""
+        session = self._sessions.get(session_id)
+        if session is not None and not same_principal(session.principal, principal):
+            log.warning(
+                "session %s… presented by %s but belongs to %s: answered as unknown",
+                session_id[:8],
+                describe(principal),
+                describe(session.principal),
+            )
+            return None
+        return session
+
+    async def _session_or_reject(
+        self, send: Send, headers: dict[str, str], principal: Principal | None
+    ) -> DownstreamSession | None:
         session_id = headers.get("mcp-session-id")
         if session_id is None:
             await _reject(send, 400, INVALID_REQUEST, "Bad Request: the Mcp-Session-Id header is required")
             return None
-        session = self._sessions.get(session_id)
+        session = self._bound_session(session_id, principal)
         if session is None:
             await _reject(send, 404, INVALID_REQUEST, "Session not found: it expired or was closed")
             return None
@@ -650,6 +767,12 @@ async def _send_rejection(send: Send, rejection: InboundLadderRejection, request
         err["data"] = rejection.data
     status = ERROR_CODE_HTTP_STATUS.get(rejection.code, 400)
     await send_json(send, status, jsonrpc.dumps(jsonrpc.error(request_id, err)), [])
+
+
+def _quoted(text: str) -> str:
+    """Text safe inside a quoted header parameter: printable ASCII only, no quotes or backslashes."""
+    text = text.replace('"', "'")
+    return "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text)
 
 
 def _has_envelope(message: Any) -> bool:

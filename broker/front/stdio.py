@@ -13,15 +13,18 @@ import contextlib
 import functools
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 
 from broker import jsonrpc
-from broker.errors import INVALID_REQUEST, error_for_exception
+from broker.errors import ACCESS_DENIED, INVALID_REQUEST, error_for_exception
 from broker.gateway.call import Call
 from broker.gateway.gateway import Gateway, ListenStream
 from broker.gateway.sessions import DownstreamSession
+from broker.identity.authenticator import InsufficientScope, Unauthenticated
+from broker.identity.principal import Principal
 from broker.jsonrpc import Message
 from broker.protocol import PROTOCOL_VERSION_KEY, SUBSCRIPTION_ID_KEY, modern_result
 from broker.upstream.connection import UpstreamRpcError
@@ -57,9 +60,14 @@ class StdioRelay:
         return await self._session.send_request(method, params, self._front.write)
 
 
+Identify = Callable[[], Awaitable[Principal]]
+"""Who the stdio caller is: the token from the environment, verified (per request), or the default."""
+
+
 class StdioFront:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, identify: Identify) -> None:
         self._gateway = gateway
+        self._identify = identify
         self._session: DownstreamSession | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -69,11 +77,7 @@ class StdioFront:
             self._writer.write(jsonrpc.dumps(message) + b"\n")
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout)
-        self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        reader, self._writer = await stdio_streams()
         try:
             while True:
                 line = await reader.readline()
@@ -127,11 +131,31 @@ class StdioFront:
         meta = params.get("_meta") if isinstance(params, dict) else None
         modern = isinstance(meta, dict) and PROTOCOL_VERSION_KEY in meta
         try:
+            principal = await self._identify()
+        except Unauthenticated as exc:
+            self.write(
+                jsonrpc.simple_error(
+                    request_id, ACCESS_DENIED, f"Unauthorized: {exc.description}", reason="unauthenticated"
+                )
+            )
+            return
+        except InsufficientScope as exc:
+            self.write(
+                jsonrpc.simple_error(
+                    request_id,
+                    ACCESS_DENIED,
+                    f"Forbidden: {exc.description}",
+                    reason="insufficient_scope",
+                    required_scope=" ".join(exc.scopes),
+                )
+            )
+            return
+        try:
             if method == "initialize" and not modern:
-                self._initialize(request_id, params)
+                self._initialize(request_id, params, principal)
                 return
             if modern:
-                await self._serve_modern(message)
+                await self._serve_modern(message, principal)
                 return
             if self._session is None:
                 self.write(jsonrpc.invalid_request("Invalid Request: send initialize first", request_id))
@@ -145,6 +169,7 @@ class StdioFront:
                 relay=StdioRelay(self, self._session),
                 session=self._session,
                 client_capabilities=self._session.client_capabilities,
+                principal=principal,
             )
             self.write(jsonrpc.result(request_id, await self._gateway.handle(call)))
         except asyncio.CancelledError:
@@ -156,7 +181,7 @@ class StdioFront:
                 log.exception("unexpected error while handling %s", method)
             self.write(jsonrpc.error(request_id, error_for_exception(exc)))
 
-    def _initialize(self, request_id: Any, params: dict[str, Any]) -> None:
+    def _initialize(self, request_id: Any, params: dict[str, Any], principal: Principal) -> None:
         if self._session is not None:
             self.write(
                 jsonrpc.invalid_request(
@@ -164,10 +189,10 @@ class StdioFront:
                 )
             )
             return
-        result, self._session = self._gateway.initialize(params, "stdio")
+        result, self._session = self._gateway.initialize(params, "stdio", principal)
         self.write(jsonrpc.result(request_id, result))
 
-    async def _serve_modern(self, message: Message) -> None:
+    async def _serve_modern(self, message: Message, principal: Principal) -> None:
         request_id = message["id"]
         verdict = classify_inbound_request(message, headers=None)
         if isinstance(verdict, InboundLadderRejection):
@@ -191,6 +216,7 @@ class StdioFront:
             transport="stdio",
             relay=StdioRelay(self, None, caps),
             client_capabilities=caps,
+            principal=principal,
         )
         if method == "subscriptions/listen":
             await self._listen(call)
@@ -227,3 +253,12 @@ def _safe_id(message: Any) -> Any:
     if isinstance(message, dict) and isinstance(message.get("id"), (str, int)):
         return message["id"]
     return None
+
+
+async def stdio_streams() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """This process's stdin and stdout as asyncio streams (newline-delimited JSON-RPC)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout)
+    return reader, asyncio.StreamWriter(transport, protocol, None, loop)

@@ -35,6 +35,8 @@ class Call:
     session: DownstreamSession | None = None
     client_capabilities: dict[str, Any] = field(default_factory=dict)
     principal: Principal | None = None
+    credential: str | None = field(default=None, repr=False)
+    """The caller's own bearer token: only for exchanging it (RFC 8693); never forwarded or logged."""
     target: Target | None = None
     decision: Decision | None = None
     argument_digest: str | None = None

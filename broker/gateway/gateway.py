@@ -25,6 +25,7 @@ from broker.gateway.continuations import ContinuationStore
 from broker.gateway.pipeline import Pipeline
 from broker.gateway.sessions import LOG_LEVELS, DownstreamSession, Outbox, SessionRegistry
 from broker.gateway.visibility import Visibility
+from broker.identity.principal import Principal
 from broker.jsonrpc import Message
 from broker.policy.request import CallFacts
 from broker.protocol import CAPABILITY_FOR_REQUEST, LATEST_MODERN, SUBSCRIPTION_ID_KEY, negotiate_handshake
@@ -120,7 +121,9 @@ class Gateway:
 
     # -- handshake and discovery ------------------------------------------------------------
 
-    def initialize(self, params: dict[str, Any], transport: str) -> tuple[dict[str, Any], DownstreamSession]:
+    def initialize(
+        self, params: dict[str, Any], transport: str, principal: Principal | None = None
+    ) -> tuple[dict[str, Any], DownstreamSession]:
         version = negotiate_handshake(params.get("protocolVersion"))
         capabilities = params.get("capabilities")
         info = params.get("clientInfo")
@@ -129,6 +132,7 @@ class Gateway:
             info if isinstance(info, dict) else {},
             capabilities if isinstance(capabilities, dict) else {},
             transport,
+            principal,
         )
         result: dict[str, Any] = {
             "protocolVersion": version,

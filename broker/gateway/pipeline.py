@@ -69,7 +69,7 @@ def build_pipeline(
     upstreams: Mapping[str, UpstreamSupervisor],
     availability: Availability,
     *,
-    principal: Principal,
+    principal: Principal | None,
     policy: PolicyPoint,
 ) -> Pipeline:
     return Pipeline(

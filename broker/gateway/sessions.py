@@ -19,6 +19,7 @@ from typing import Any
 
 from broker import jsonrpc
 from broker.errors import ClientCapabilityMissing
+from broker.identity.principal import Principal
 from broker.jsonrpc import Message
 from broker.upstream.connection import UpstreamRpcError
 
@@ -68,8 +69,11 @@ class DownstreamSession:
         client_info: dict[str, Any],
         client_capabilities: dict[str, Any],
         transport: str,
+        principal: Principal | None = None,
     ) -> None:
         self.id = session_id
+        self.principal = principal
+        """Who opened the session: only the same principal may use it."""
         self.protocol_version = protocol_version
         self.client_info = client_info
         self.client_capabilities = client_capabilities
@@ -167,9 +171,12 @@ class SessionRegistry:
         client_info: dict[str, Any],
         client_capabilities: dict[str, Any],
         transport: str,
+        principal: Principal | None = None,
     ) -> DownstreamSession:
         session_id = secrets.token_hex(16)  # visible ASCII, unguessable
-        session = DownstreamSession(session_id, protocol_version, client_info, client_capabilities, transport)
+        session = DownstreamSession(
+            session_id, protocol_version, client_info, client_capabilities, transport, principal
+        )
         self._sessions[session_id] = session
         return session
 

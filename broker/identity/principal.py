@@ -53,3 +53,17 @@ class Principal:
         return cls(
             config.type, config.id, config.tenant, config.roles, dict(config.claims), config.acting_for
         )
+
+
+def same_principal(a: Principal | None, b: Principal | None) -> bool:
+    """Whether two credentials name the same caller (claims may change between tokens)."""
+    if a is None or b is None:
+        return a is b
+    return (a.type, a.id, a.acting_for, a.tenant) == (b.type, b.id, b.acting_for, b.tenant)
+
+
+def describe(principal: Principal | None) -> str:
+    if principal is None:
+        return "nobody"
+    who = f"{principal.type} {principal.id}"
+    return f"{who} acting for {principal.acting_for}" if principal.acting_for else who

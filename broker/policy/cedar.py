@@ -135,7 +135,9 @@ class CedarEngine:
         policies = cedarpy.PolicySet.from_str(files.text)
         version = policy_version(self._dir, [*files.files, self._schema_path])
         reasons = {
-            f"policy{i}": Reason(src.policy_id, src.annotations.get("reason", ""))
+            f"policy{i}": Reason(
+                src.policy_id, src.annotations.get("reason", ""), src.annotations.get("scope", "")
+            )
             for i, src in enumerate(files.sources)
         }
         gates = frozenset(

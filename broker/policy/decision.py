@@ -24,9 +24,16 @@ class Reason:
 
     id: str
     message: str = ""
+    scope: str = ""
+    """An OAuth scope whose absence the policy denies for: the caller may step up (HTTP 403 scope=…)."""
 
     def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "message": self.message} if self.message else {"id": self.id}
+        out = {"id": self.id}
+        if self.message:
+            out["message"] = self.message
+        if self.scope:
+            out["scope"] = self.scope
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,7 +181,10 @@ def to_decision(
             and item["id"]
             and isinstance(item.get("message", ""), str)
         ):
-            reasons.append(Reason(item["id"], item.get("message", "")))
+            scope = item.get("scope", "")
+            reasons.append(
+                Reason(item["id"], item.get("message", ""), scope if isinstance(scope, str) else "")
+            )
         else:
             shown = orjson.dumps(item).decode()[:80]
             return fail(f"{rule} returned a malformed reason {shown}: expected a string or {{id, message}}")

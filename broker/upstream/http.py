@@ -12,22 +12,23 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
 import orjson
+from mcp.shared.inbound import encode_header_value
 
 from broker.jsonrpc import Message, RequestId, is_request
+from broker.protocol import PROTOCOL_VERSION_KEY
+from broker.upstream.auth import UpstreamAuth
 from broker.upstream.sse import SSEDecoder
 from broker.upstream.transport import OnClose, OnMessage, TransportError
 
 log = logging.getLogger("broker.upstream.http")
 
-HeaderSource = Callable[[], dict[str, str]]
-"""Returns the configured headers (credentials re-read from env/file on each connect)."""
 
 _ACCEPT_BOTH = "application/json, text/event-stream"
 MAX_RESUMES = 100
@@ -64,6 +65,27 @@ def quick_ack(resp: httpx2.Response) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, 1)
 
 
+def stateless_headers(message: Message) -> dict[str, str]:
+    """The routing headers a 2026-07-28 request must carry, read from its own `_meta` envelope.
+
+    The broker speaks the handshake era upstream, so this is for the `connect` bridge, which
+    passes its local client's messages through whatever their era.
+    """
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    version = meta.get(PROTOCOL_VERSION_KEY) if isinstance(meta, dict) else None
+    if not isinstance(version, str) or not isinstance(params, dict):
+        return {}
+    headers = {"MCP-Protocol-Version": version}
+    method = message.get("method")
+    if isinstance(method, str):
+        headers["Mcp-Method"] = method
+        name = params.get("uri" if method == "resources/read" else "name")
+        if method in ("tools/call", "prompts/get", "resources/read") and isinstance(name, str):
+            headers["Mcp-Name"] = encode_header_value(name)
+    return headers
+
+
 def _client(timeout_connect: float) -> httpx2.AsyncClient:
     # No read timeout here: a call's deadline is the connection's business (per request).
     return httpx2.AsyncClient(
@@ -78,10 +100,10 @@ class StreamableHttpTransport:
 
     kind = "streamable_http"
 
-    def __init__(self, name: str, url: str, headers: HeaderSource, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, name: str, url: str, auth: UpstreamAuth, *, connect_timeout: float = 10.0) -> None:
         self.name = name
         self.url = url
-        self._header_source = headers
+        self._auth = auth
         self._connect_timeout = connect_timeout
         self._http: httpx2.AsyncClient | None = None
         self._headers: dict[str, str] = {}
@@ -95,15 +117,11 @@ class StreamableHttpTransport:
 
     async def open(self, on_message: OnMessage, on_close: OnClose) -> None:
         self._on_message, self._on_close = on_message, on_close
-        self._headers = {
-            **self._header_source(),
-            "Content-Type": "application/json",
-            "Accept": _ACCEPT_BOTH,
-        }
+        self._headers = {"Content-Type": "application/json", "Accept": _ACCEPT_BOTH}
         self._http = _client(self._connect_timeout)
 
-    def _request_headers(self) -> dict[str, str]:
-        headers = dict(self._headers)
+    async def _request_headers(self) -> dict[str, str]:
+        headers = {**await self._auth.headers(), **self._headers}
         if self._session_id is not None:
             headers["Mcp-Session-Id"] = self._session_id
         if self._protocol_version is not None:
@@ -114,9 +132,9 @@ class StreamableHttpTransport:
         if self._http is None or self._closed:
             raise TransportError("the upstream connection is closed")
         related: RequestId | None = message["id"] if is_request(message) else None
-        request = self._http.build_request(
-            "POST", self.url, content=orjson.dumps(message), headers=self._request_headers()
-        )
+        headers = await self._request_headers()
+        headers.update(stateless_headers(message))
+        request = self._http.build_request("POST", self.url, content=orjson.dumps(message), headers=headers)
         resp: httpx2.Response | None = None
         chunks: AsyncIterator[bytes] | None = None
         try:
@@ -205,7 +223,7 @@ class StreamableHttpTransport:
             if cursor.last_event_id is None:
                 break
             await asyncio.sleep(min(cursor.retry_ms, 5000) / 1000)
-            headers = self._request_headers()
+            headers = await self._request_headers()
             headers["Accept"] = "text/event-stream"
             headers["Last-Event-ID"] = cursor.last_event_id
             before = cursor.last_event_id
@@ -269,7 +287,7 @@ class StreamableHttpTransport:
         cursor = _StreamCursor()
         backoff = 0.5
         while not self._closed:
-            headers = self._request_headers()
+            headers = await self._request_headers()
             headers["Accept"] = "text/event-stream"
             if cursor.last_event_id is not None:
                 headers["Last-Event-ID"] = cursor.last_event_id
@@ -307,7 +325,7 @@ class StreamableHttpTransport:
         if self._http is not None:
             if self._session_id is not None:
                 with contextlib.suppress(Exception):
-                    await self._http.delete(self.url, headers=self._request_headers(), timeout=2.0)
+                    await self._http.delete(self.url, headers=await self._request_headers(), timeout=2.0)
             await self._http.aclose()
         self._fire_close("closed by the broker")
 
@@ -317,10 +335,10 @@ class LegacySseTransport:
 
     kind = "sse"
 
-    def __init__(self, name: str, url: str, headers: HeaderSource, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, name: str, url: str, auth: UpstreamAuth, *, connect_timeout: float = 10.0) -> None:
         self.name = name
         self.url = url
-        self._header_source = headers
+        self._auth = auth
         self._connect_timeout = connect_timeout
         self._http: httpx2.AsyncClient | None = None
         self._headers: dict[str, str] = {}
@@ -331,7 +349,7 @@ class LegacySseTransport:
 
     async def open(self, on_message: OnMessage, on_close: OnClose) -> None:
         self._on_close = on_close
-        self._headers = self._header_source()
+        self._headers = await self._auth.headers()
         self._http = _client(self._connect_timeout)
         endpoint: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read(on_message, endpoint), name=f"{self.name}-sse")
@@ -387,7 +405,7 @@ class LegacySseTransport:
             resp = await self._http.post(
                 self._endpoint,
                 content=orjson.dumps(message),
-                headers={**self._headers, "Content-Type": "application/json"},
+                headers={**await self._auth.headers(), "Content-Type": "application/json"},
             )
             if resp.status_code >= 400:
                 raise TransportError(

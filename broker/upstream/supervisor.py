@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from broker.config import UpstreamConfig
+from broker.config import UpstreamConfig, resolve_value
 from broker.errors import BrokerError, UpstreamUnavailable
+from broker.upstream.auth import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, OAuthToken, StaticHeaders, UpstreamAuth
 from broker.upstream.connection import InitializeInfo, UpstreamConnection, UpstreamEvents
 from broker.upstream.http import LegacySseTransport, StreamableHttpTransport
 from broker.upstream.listing import UpstreamListing, fetch_listing
@@ -53,14 +54,53 @@ class UpstreamListener(Protocol):
     def upstream_down(self, upstream: UpstreamSupervisor, reason: str) -> None: ...
 
 
-def make_transport(config: UpstreamConfig) -> Transport:
+def make_transport(config: UpstreamConfig, auth: UpstreamAuth) -> Transport:
     if config.transport == "stdio":
         assert config.command is not None
         return StdioTransport(config.name, config.command, config.args, config.child_env(), config.cwd)
     assert config.url is not None
     if config.transport == "sse":
-        return LegacySseTransport(config.name, config.url, config.resolved_headers)
-    return StreamableHttpTransport(config.name, config.url, config.resolved_headers)
+        return LegacySseTransport(config.name, config.url, auth)
+    return StreamableHttpTransport(config.name, config.url, auth)
+
+
+def make_auth(
+    config: UpstreamConfig,
+    *,
+    tenant: str | None = None,
+    subject_token: str | None = None,
+    owner_connection: bool = False,
+) -> UpstreamAuth:
+    """The credential of one connection to the upstream (never the caller's token itself)."""
+    base: Callable[[], dict[str, str]] = config.resolved_headers
+    if tenant is not None:
+
+        def base() -> dict[str, str]:
+            return {**config.resolved_headers(), **config.resolved_tenant_headers(tenant)}
+
+    auth = config.auth
+    if auth is None:
+        return StaticHeaders(base)
+    form: dict[str, str] = {"client_id": auth.client_id}
+    if auth.client_secret is not None:
+        form["client_secret"] = resolve_value(auth.client_secret)
+    for key, value in (("scope", auth.scope), ("resource", auth.resource), ("audience", auth.audience)):
+        if value:
+            form[key] = value
+    if auth.type == "client_credentials" or owner_connection:
+        # A token-exchange upstream's own connection (listings, health) has no caller: the
+        # broker uses its own client-credentials token there, exchanged tokens for calls.
+        form["grant_type"] = "client_credentials"
+    else:
+        if not subject_token:
+            raise UpstreamUnavailable(
+                f"upstream {config.name} exchanges the caller's token, and this caller presented none",
+                upstream=config.name,
+            )
+        form.update(
+            grant_type=TOKEN_EXCHANGE, subject_token=subject_token, subject_token_type=ACCESS_TOKEN_TYPE
+        )
+    return OAuthToken(config.name, auth.token_url, lambda: form, base)
 
 
 class UpstreamSupervisor:
@@ -72,7 +112,7 @@ class UpstreamSupervisor:
         *,
         client_name: str,
         client_version: str,
-        transport_factory: Callable[[UpstreamConfig], Transport] = make_transport,
+        transport_factory: Callable[[UpstreamConfig, UpstreamAuth], Transport] = make_transport,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -85,6 +125,8 @@ class UpstreamSupervisor:
         self._listener = listener
         self._client = (client_name, client_version)
         self._transport_factory = transport_factory
+        # The broker's own token (client credentials) serves every connection of this upstream.
+        self._shared_auth: UpstreamAuth | None = None
         self._ready = asyncio.Event()
         self._first_attempt = asyncio.Event()
         self._lost = asyncio.Event()
@@ -94,6 +136,9 @@ class UpstreamSupervisor:
         self._refresh_wanted = False
         self._sessions: dict[object, UpstreamConnection] = {}
         self._session_locks: dict[object, asyncio.Lock] = {}
+        # Connections no downstream session will close (stateless principals, tenants): last use.
+        self._idle_since: dict[tuple[str, str], float] = {}
+        self._reaper: asyncio.Task[None] | None = None
 
     @property
     def info(self) -> InitializeInfo | None:
@@ -104,14 +149,17 @@ class UpstreamSupervisor:
     async def start(self) -> None:
         """Begin supervising; returns after the first attempt has succeeded or failed."""
         self._task = asyncio.create_task(self._run(), name=f"upstream-{self.name}")
+        if self.config.isolation != "shared":
+            self._reaper = asyncio.create_task(self._reap_idle(), name=f"upstream-{self.name}-idle")
         await self._first_attempt.wait()
 
     async def stop(self) -> None:
         self.state = UpstreamState.STOPPED
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._reaper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for key in list(self._sessions):
             await self.release_session(key)
         if self.connection is not None:
@@ -189,10 +237,19 @@ class UpstreamSupervisor:
         self,
         owner: object | None,
         on_closed: Callable[[UpstreamConnection, str], None] | None = None,
+        auth: UpstreamAuth | None = None,
     ) -> UpstreamConnection:
         """A new connection to the upstream, handshake done (raises BrokerError with the reason)."""
+        if auth is None:
+            if self._shared_auth is None:
+                self._shared_auth = make_auth(self.config, owner_connection=True)
+            auth = self._shared_auth
         conn = UpstreamConnection(
-            self.name, self._transport_factory(self.config), self._events, owner=owner, on_closed=on_closed
+            self.name,
+            self._transport_factory(self.config, auth),
+            self._events,
+            owner=owner,
+            on_closed=on_closed,
         )
         await conn.open(self.config.timeouts.startup, *self._client, relay_roots=self.config.relay_roots)
         return conn
@@ -236,10 +293,35 @@ class UpstreamSupervisor:
             upstream=self.name,
         )
 
-    async def connection_for(self, session_key: object | None) -> UpstreamConnection:
-        """The connection a call from `session_key` goes to, per the isolation setting."""
-        if self.config.isolation == "shared" or session_key is None:
+    async def connection_for(
+        self,
+        session_key: object | None,
+        *,
+        tenant: str | None = None,
+        subject_token: str | None = None,
+    ) -> UpstreamConnection:
+        """The connection a call goes to, per the isolation setting.
+
+        shared: the supervisor's own connection. per_session: one per `session_key` (a caller
+        session, or for stateless callers their principal). per_tenant: one per caller
+        tenant, carrying that tenant's credential.
+        """
+        isolation = self.config.isolation
+        if isolation == "shared" or (isolation == "per_session" and session_key is None):
             return await self.ready_connection()
+        if isolation == "per_tenant":
+            if tenant is None:
+                raise UpstreamUnavailable(
+                    f"upstream {self.name} serves callers per tenant, and this caller has no tenant",
+                    upstream=self.name,
+                )
+            if self.config.tenant_headers and tenant not in self.config.tenant_headers:
+                raise UpstreamUnavailable(
+                    f"upstream {self.name} has no credential for tenant {tenant!r}", upstream=self.name
+                )
+            session_key = ("tenant", tenant)
+        if isinstance(session_key, tuple):  # ("principal" | "tenant", id): closed when idle
+            self._idle_since[session_key] = time.monotonic()
         conn = self._sessions.get(session_key)
         if conn is not None and not conn.closed:
             return conn
@@ -249,16 +331,18 @@ class UpstreamSupervisor:
             conn = self._sessions.get(session_key)
             if conn is not None and not conn.closed:
                 return conn
-            conn = UpstreamConnection(
-                self.name, self._transport_factory(self.config), self._events, owner=session_key
-            )
-            try:
-                await conn.open(
-                    self.config.timeouts.startup, *self._client, relay_roots=self.config.relay_roots
+            auth = None
+            if isolation == "per_tenant" or (self.config.auth and self.config.auth.type == "token_exchange"):
+                auth = make_auth(
+                    self.config,
+                    tenant=tenant if isolation == "per_tenant" else None,
+                    subject_token=subject_token,
                 )
+            try:
+                conn = await self._open(session_key, auth=auth)
             except BrokerError as exc:
                 raise UpstreamUnavailable(
-                    f"upstream {self.name}: cannot open a session connection: {exc.message}",
+                    f"upstream {self.name}: cannot open a connection for this caller: {exc.message}",
                     upstream=self.name,
                 ) from None
             self._sessions[session_key] = conn
@@ -271,9 +355,25 @@ class UpstreamSupervisor:
 
     async def release_session(self, session_key: object) -> None:
         self._session_locks.pop(session_key, None)
+        if isinstance(session_key, tuple):
+            self._idle_since.pop(session_key, None)
         conn = self._sessions.pop(session_key, None)
         if conn is not None:
             await conn.close("the downstream session ended")
+
+    async def _reap_idle(self) -> None:
+        """Close caller connections unused for `timeouts.idle` (no session end will close them)."""
+        idle = self.config.timeouts.idle
+        while True:
+            await asyncio.sleep(max(0.05, min(60.0, idle / 4)))
+            cutoff = time.monotonic() - idle
+            for key, since in list(self._idle_since.items()):
+                conn = self._sessions.get(key)
+                if since < cutoff and (conn is None or conn.in_flight == 0):
+                    log.info(
+                        "upstream %s: closing the connection of %s after %gs unused", self.name, key[0], idle
+                    )
+                    await self.release_session(key)
 
     async def refresh(self) -> None:
         """Fetch the listing again (after list_changed); a burst of notifications costs one fetch."""

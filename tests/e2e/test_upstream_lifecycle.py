@@ -27,6 +27,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from broker.identity.authenticator import api_key_digest
 from tests.fixtures import REPO_ROOT, fixture_script
 from tests.support.broker import (
     BrokerProcess,
@@ -38,6 +39,7 @@ from tests.support.broker import (
     stdio_upstream,
     write_config,
 )
+from tests.support.tokens import bearer_client
 
 MODES = ("legacy", "auto")
 TIMEOUTS = {"call": 2, "startup": 10, "ping_interval": 0}
@@ -370,18 +372,41 @@ async def test_per_session_isolation(isolated: BrokerProcess) -> None:
     assert isolated.children() == shared
 
 
+ALICE_KEY = "mcpb_alice-0123456789abcdef"
+BOB_KEY = "mcpb_bob-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def isolated_by_principal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    keys = [
+        {"sha256": api_key_digest(ALICE_KEY), "principal": {"type": "User", "id": "alice"}},
+        {"sha256": api_key_digest(BOB_KEY), "principal": {"type": "User", "id": "bob"}},
+    ]
+    crashy = upstream("crashy", isolation="per_session", timeouts={**TIMEOUTS, "idle": 3.0})
+    identity = {"authentication": {"resource": "http://127.0.0.1/mcp", "api_keys": keys}}
+    config = broker_config({"crashy": crashy}, identity=identity)
+    with running_broker(tmp_path_factory.mktemp("per-principal"), config) as process:
+        yield process
+
+
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="Known limit, documented in docs/config.md: stateless (2026-07-28) callers have no session, "
-    "so per_session isolation cannot key on one; they share the upstream's connection until identity "
-    "(issue #5) gives a principal to isolate on",
-)
-async def test_per_session_isolation_for_stateless_callers(isolated: BrokerProcess) -> None:
-    shared = isolated.children()
-    async with Client(isolated.url, mode="auto") as first, Client(isolated.url, mode="auto") as second:
-        assert first.protocol_version == "2026-07-28"
-        pid_first = int(text(await first.call_tool("crashy__pid", {})))
-        pid_second = int(text(await second.call_tool("crashy__pid", {})))
-    assert pid_first not in shared
-    assert pid_first != pid_second
+async def test_per_session_isolation_for_stateless_callers_is_per_principal(
+    isolated_by_principal: BrokerProcess,
+) -> None:
+    broker = isolated_by_principal
+    shared = broker.children()
+    async with (
+        bearer_client(broker.url, ALICE_KEY, mode="auto") as alice,
+        bearer_client(broker.url, BOB_KEY, mode="auto") as bob,
+        bearer_client(broker.url, ALICE_KEY, mode="auto") as alice_again,
+    ):
+        assert alice.protocol_version == "2026-07-28"
+        pid_alice = int(text(await alice.call_tool("crashy__pid", {})))
+        pid_bob = int(text(await bob.call_tool("crashy__pid", {})))
+        assert pid_alice != pid_bob
+        assert not {pid_alice, pid_bob} & set(shared)
+        assert int(text(await alice_again.call_tool("crashy__pid", {}))) == pid_alice  # same principal
+    # no session ends for a stateless caller: the idle timeout (3 s here) closes their upstreams
+    assert await wait_gone_async(pid_alice, 10), f"upstream {pid_alice} outlived timeouts.idle"
+    assert await wait_gone_async(pid_bob, 10), f"upstream {pid_bob} outlived timeouts.idle"
+    assert broker.children() == shared

@@ -64,6 +64,9 @@ def rejection(decision: Decision) -> PolicyDenied | ApprovalRequired | PolicyFai
         "policy_version": decision.policy_version,
         "engine": decision.engine,
     }
+    scopes = sorted({r.scope for r in decision.reasons if r.scope})
+    if scopes and decision.effect is Effect.DENY:
+        data["required_scope"] = " ".join(scopes)  # the caller can get a token with it (step-up)
     if decision.error is not None:
         return PolicyFailure(
             f"The policy engine could not decide, so the request is denied: {decision.error}", **data

@@ -26,7 +26,13 @@ class Forward:
         target = call.target
         assert target is not None, "the catalog stage runs before forward"
         upstream = self._upstreams[target.upstream]
-        conn = await upstream.connection_for(call.session)
+        principal = call.principal
+        key: object | None = call.session
+        if key is None and principal is not None and upstream.config.isolation == "per_session":
+            key = ("principal", principal.cache_key)  # a stateless caller: isolated per principal
+        conn = await upstream.connection_for(
+            key, tenant=principal.tenant if principal else None, subject_token=call.credential
+        )
         reply = await conn.request(
             call.method,
             upstream_params(call.method, call.params, target),
