@@ -8,7 +8,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install node-tools opa lint typecheck pytest bench lock clean
+.PHONY: run test install node-tools opa lint typecheck policy pytest bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy broker
 
+# Policies are code: validated, formatted, unit-tested (opa test) and run against the cases
+# in policy-tests/ on both engines, which must agree (docs/policy-cli.md).
+policy: $(STAMP) opa
+	$(BIN)/mcp-broker policy check
+	$(BIN)/mcp-broker policy test --engine both
+
 pytest: $(STAMP) node-tools opa
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck policy pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -23,6 +23,7 @@ import uvicorn
 from broker.app import Broker, StartupError, broker_version
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.identity.principal import Principal
+from broker.policytools.cli import add_policy_commands
 
 EXIT_CONFIG = 2
 
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_key.add_argument("--role", action="append", default=[], help="a role of the principal (repeatable)")
     api_key.add_argument("--prefix", default="mcpb", help="a readable prefix for the key (default: mcpb)")
     api_key.set_defaults(func=cmd_api_key)
+    add_policy_commands(sub)
     return parser
 
 

@@ -422,6 +422,9 @@ class Gateway:
                 listing.resources,
                 listing.resource_templates,
                 listing.prompts,
+                tenants=upstream.config.tenants,
+                tags=upstream.config.tags,
+                tool_tags=upstream.config.tool_tags,
             )
         )
         for problem in problems:
