@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from broker.approval.api import approval_routes
+from broker.approval.approvals import ApprovalRefused, Approvals, ApprovalSettings
+from broker.approval.store import ApprovalStoreError, SqliteApprovalStore
+from broker.approval.webhook import ApprovalWebhook
 from broker.catalog.catalog import Catalog
 from broker.config import BrokerConfig, PolicyConfig, resolve_value
 from broker.front.http import LOOPBACK_NAMES, McpEndpoint, Receive, Scope, Send
@@ -25,7 +30,7 @@ from broker.gateway.gateway import Gateway
 from broker.gateway.pipeline import build_pipeline
 from broker.gateway.sessions import DownstreamSession, SessionRegistry
 from broker.gateway.visibility import Visibility
-from broker.identity.authenticator import Authenticator
+from broker.identity.authenticator import Authenticator, InsufficientScope, Unauthenticated
 from broker.identity.jwt import IssuerConfig, JwtVerifier
 from broker.identity.principal import Principal
 from broker.policy.cedar import CedarEngine
@@ -88,12 +93,15 @@ class Broker:
         self.principal = Principal.from_config(config.identity.default_principal)
         self.authenticator = make_authenticator(config)
         self.resource_url = resource_url(config)
+        self.approvals = make_approvals(config, self.policy)
         pipeline = build_pipeline(
             self.catalog,
             self.upstreams,
             self.gateway.availability,
             principal=None if self.authenticator is not None else self.principal,
             policy=self.policy,
+            approvals=self.approvals,
+            progress_interval=config.approvals.progress_interval,
         )
         self.gateway.attach(pipeline, self.upstreams, Visibility(self.policy, self.catalog))
 
@@ -106,6 +114,12 @@ class Broker:
             await self.policy.start()
         except PolicyLoadError as exc:
             raise StartupError([f"no valid policy set: {line}" for line in str(exc).splitlines()]) from None
+        if self.approvals is not None:
+            try:
+                await self.approvals.start()
+            except ApprovalStoreError as exc:
+                await self.policy.stop()
+                raise StartupError([str(exc)]) from None
         await asyncio.gather(*(u.start() for u in self.upstreams.values()))
         problems = self.catalog.problems
         if problems:
@@ -124,10 +138,18 @@ class Broker:
         )
         self.sessions.start_reaper()
 
+    def stopping(self) -> None:
+        """A stop is under way (signal received): calls waiting for approvals end, approvals stay."""
+        if self.approvals is not None:
+            self.approvals.prepare_shutdown()
+
     async def stop(self) -> None:
+        self.stopping()
         await self.sessions.stop()
         await asyncio.gather(*(u.stop() for u in self.upstreams.values()), return_exceptions=True)
         await self.gateway.aclose()
+        if self.approvals is not None:
+            await self.approvals.close()
         await self.policy.stop()
         if self.authenticator is not None:
             await self.authenticator.aclose()
@@ -151,6 +173,53 @@ class Broker:
 
     def http_app(self) -> HttpApp:
         return HttpApp(self)
+
+
+def make_approvals(config: BrokerConfig, policy: PolicyPoint) -> Approvals | None:
+    settings = config.approvals
+    if not settings.enabled:
+        return None
+    webhook = None
+    if settings.webhook is not None:
+        webhook = ApprovalWebhook(
+            settings.webhook.url, settings.webhook.resolved_headers(), settings.webhook.timeout
+        )
+    return Approvals(
+        SqliteApprovalStore(settings.path),
+        policy,
+        ApprovalSettings(timeout=settings.timeout, grant_ttl=settings.grant_ttl),
+        webhook=webhook,
+        approve_hint="Decide with: mcp-broker approvals approve {id} (or deny {id}).",
+    )
+
+
+def approver_of(broker: Broker) -> Callable[[Request], Awaitable[Principal]]:
+    """Who is asking the approvals API: the bearer token's principal, or the local approver on loopback."""
+    authenticator = broker.authenticator
+    local = broker.config.approvals.local_approver
+    local_principal = Principal.from_config(local) if local is not None else None
+
+    async def approver(request: Request) -> Principal:
+        if authenticator is not None:
+            try:
+                return (await authenticator.authenticate(request.headers.get("authorization"))).principal
+            except Unauthenticated as exc:
+                raise ApprovalRefused(401, f"Unauthorized: {exc.description}") from None
+            except InsufficientScope as exc:
+                raise ApprovalRefused(403, f"Forbidden: {exc.description}") from None
+        if local_principal is None:
+            raise ApprovalRefused(
+                403,
+                "the approvals API needs identity.authentication (approvers with tokens) or "
+                "approvals.local_approver (loopback only)",
+            )
+        if request.client is None or request.client.host not in LOOPBACK_NAMES:
+            raise ApprovalRefused(
+                403, "without identity.authentication the approvals API answers loopback only"
+            )
+        return local_principal
+
+    return approver
 
 
 def make_engine(policy: PolicyConfig) -> tuple[PolicyEngine, WatchedFiles]:
@@ -288,6 +357,7 @@ class HttpApp:
                 Route("/healthz", healthz),
                 Route("/readyz", readyz),
                 Route("/admin/policy/reload", reload_policy, methods=["POST"]),
+                *(approval_routes(broker.approvals, approver_of(broker)) if broker.approvals else ()),
                 *(Route(path, resource_metadata) for path in metadata_paths),
             ]
         )

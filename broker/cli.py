@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from broker.app import Broker, StartupError, broker_version
+from broker.approval.cli import add_approval_commands
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.identity.principal import Principal
 from broker.policytools.cli import add_policy_commands
@@ -146,6 +147,7 @@ async def _serve(config: BrokerConfig, listener: socket.socket, ready_file: str 
         ),
         path=config.http.path,
         ready_file=ready_file,
+        on_stop=broker.stopping,
     )
     try:
         await server.serve(sockets=[listener])
@@ -173,11 +175,15 @@ class _AnnouncingServer(uvicorn.Server):
         if self.should_exit:
             self.force_exit = True
         self.should_exit = True
+        self._on_stop()
 
-    def __init__(self, config: uvicorn.Config, *, path: str, ready_file: str | None) -> None:
+    def __init__(
+        self, config: uvicorn.Config, *, path: str, ready_file: str | None, on_stop: Callable[[], None]
+    ) -> None:
         super().__init__(config)
         self._path = path
         self._ready_file = ready_file
+        self._on_stop = on_stop
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -348,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_key.add_argument("--prefix", default="mcpb", help="a readable prefix for the key (default: mcpb)")
     api_key.set_defaults(func=cmd_api_key)
     add_policy_commands(sub)
+    add_approval_commands(sub)
     return parser
 
 

@@ -480,6 +480,34 @@ class IdentityConfig:
     stdio_token_env: str | None = None
 
 
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "mcp-authz-broker"
+
+
+@dataclass(frozen=True)
+class ApprovalWebhookConfig:
+    url: str
+    headers: Mapping[str, ConfigValue] = field(default_factory=_empty_values, hash=False)
+    timeout: float = 5.0
+
+    def resolved_headers(self) -> dict[str, str]:
+        return {name: resolve_value(v) for name, v in self.headers.items()}
+
+
+@dataclass(frozen=True)
+class ApprovalsConfig:
+    """Human approval of require-approval decisions (docs/approvals.md)."""
+
+    enabled: bool = True
+    path: Path = field(default_factory=lambda: _default_state_dir() / "approvals.db")
+    timeout: float = 300.0
+    grant_ttl: float = 600.0
+    progress_interval: float = 10.0
+    local_approver: PrincipalConfig | None = None
+    webhook: ApprovalWebhookConfig | None = None
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     """The whole validated configuration.
@@ -495,6 +523,7 @@ class BrokerConfig:
     upstreams: tuple[UpstreamConfig, ...] = ()
     policy: PolicyConfig = PolicyConfig()
     identity: IdentityConfig = IdentityConfig()
+    approvals: ApprovalsConfig = ApprovalsConfig()
     source: Path | None = None
 
     def upstream(self, name: str) -> UpstreamConfig:
@@ -900,6 +929,7 @@ def _build_config(data: Mapping[str, Any], ctx: _Builder, origin: Path | None) -
         upstreams=tuple(_build_upstream(name, raw, ctx) for name, raw in upstreams.items()),
         policy=_build_policy(_section(data, "policy"), ctx),
         identity=_build_identity(_section(data, "identity"), ctx),
+        approvals=_build_approvals(_section(data, "approvals"), ctx),
         source=origin,
     )
 
@@ -948,6 +978,32 @@ def _build_policy(raw: Mapping[str, Any], ctx: _Builder) -> PolicyConfig:
         watch=bool(raw.get("watch", defaults.watch)),
         watch_interval=float(raw.get("watch_interval", defaults.watch_interval)),
         opa=opa,
+    )
+
+
+def _build_approvals(raw: Mapping[str, Any], ctx: _Builder) -> ApprovalsConfig:
+    path: JsonPath = ("approvals",)
+    defaults = ApprovalsConfig()
+    webhook_raw = raw.get("webhook")
+    webhook = None
+    if webhook_raw:
+        url = str(webhook_raw["url"])
+        if not _secure_url(url):
+            ctx.report((*path, "webhook", "url"), "the webhook must be https (plain http only on loopback)")
+        webhook = ApprovalWebhookConfig(
+            url=url,
+            headers=ctx.values(webhook_raw.get("headers"), (*path, "webhook", "headers")),
+            timeout=ctx.number(webhook_raw, "timeout", 5.0, (*path, "webhook")),
+        )
+    approver = raw.get("local_approver")
+    return ApprovalsConfig(
+        enabled=bool(raw.get("enabled", defaults.enabled)),
+        path=ctx.local_path(str(raw["path"])) if raw.get("path") else defaults.path,
+        timeout=ctx.number(raw, "timeout", defaults.timeout, path),
+        grant_ttl=ctx.number(raw, "grant_ttl", defaults.grant_ttl, path),
+        progress_interval=ctx.number(raw, "progress_interval", defaults.progress_interval, path),
+        local_approver=_build_principal(approver) if approver else None,
+        webhook=webhook,
     )
 
 

@@ -14,6 +14,11 @@ BrokerError
 │   ├── AuthenticationRequired  no verified credential               -32001
 │   ├── PolicyDenied          a policy denies the request            -32001
 │   ├── ApprovalRequired      a policy requires a human approval     -32001
+│   │                         (and no approval channel is configured)
+│   ├── ApprovalDenied        the approver said no                   -32001
+│   ├── ApprovalExpired       nobody decided in time                 -32001
+│   ├── ApprovalCancelled     the caller cancelled or went away      -32001
+│   ├── ApprovalUnavailable   approvals cannot be stored: deny        -32001
 │   └── PolicyFailure         the engine could not decide: deny      -32001
 └── UpstreamError             the upstream failed while handling the request
     ├── UpstreamTimeout       no answer before the deadline          -32000
@@ -117,6 +122,28 @@ class PolicyDenied(Rejection):
 class ApprovalRequired(Rejection):
     code = ACCESS_DENIED
     reason = "approval_required"
+
+
+class ApprovalDenied(Rejection):
+    code = ACCESS_DENIED
+    reason = "approval_denied"
+
+
+class ApprovalExpired(Rejection):
+    code = ACCESS_DENIED
+    reason = "approval_expired"
+
+
+class ApprovalCancelled(Rejection):
+    code = ACCESS_DENIED
+    reason = "approval_cancelled"
+
+
+class ApprovalUnavailable(Rejection):
+    """The approval store failed: the call is not carried out (fail closed)."""
+
+    code = ACCESS_DENIED
+    reason = "approval_error"
 
 
 class PolicyFailure(Rejection):

@@ -190,11 +190,17 @@ class HttpResponseStream:
 
 
 class DisconnectWatch:
-    """Cancels the current task when the client goes away (the stateless era's cancel signal)."""
+    """Notices when the client goes away.
 
-    def __init__(self, receive: Receive) -> None:
+    In the stateless era that is the cancel signal: the current task is cancelled. In the
+    handshake era a disconnect is not a cancel (the spec says so), so it only sets `event`:
+    a call waiting for a human approval ends on it rather than run for nobody.
+    """
+
+    def __init__(self, receive: Receive, *, cancel: bool = True) -> None:
         self.gone = False
-        self._task = asyncio.current_task()
+        self.event = asyncio.Event()
+        self._task = asyncio.current_task() if cancel else None
         self._watch: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(receive())
         self._watch.add_done_callback(self._fired)
 
@@ -203,6 +209,7 @@ class DisconnectWatch:
             return
         if fut.result().get("type") == "http.disconnect":
             self.gone = True
+            self.event.set()
             if self._task is not None:
                 self._task.cancel()
 
@@ -456,6 +463,8 @@ class McpEndpoint:
             principal=principal,
             credential=self._credential(headers),
         )
+        watch = DisconnectWatch(receive, cancel=False) if call.method in _ROUTED_METHODS else None
+        call.disconnected = watch.event if watch is not None else None
         task = asyncio.current_task()
         assert task is not None
         session.in_flight[call.request_id] = task
@@ -471,6 +480,8 @@ class McpEndpoint:
         finally:
             session.in_flight.pop(call.request_id, None)
             session.cancel_requested.discard(call.request_id)
+            if watch is not None:
+                watch.stop()
         await stream.finish(*self._step_up(reply, 200))
 
     async def _initialize(

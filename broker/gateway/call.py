@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.gateway.sessions import DownstreamSession
 from broker.identity.principal import Principal
 from broker.jsonrpc import RequestId
 from broker.policy.decision import Decision
 from broker.upstream.connection import Relay
+
+if TYPE_CHECKING:
+    from broker.approval.model import Approval
 
 
 @dataclass(slots=True)
@@ -40,6 +44,11 @@ class Call:
     target: Target | None = None
     decision: Decision | None = None
     argument_digest: str | None = None
+    authz_request: dict[str, Any] | None = None
+    """The authorization request `decide` evaluated (the approval stage decides it again)."""
+    approval: Approval | None = None
+    disconnected: asyncio.Event | None = None
+    """Set by a front when the caller's connection goes away (ends a wait for an approval)."""
 
     @property
     def progress_token(self) -> Any:

@@ -3,10 +3,13 @@
 ```
 identity   who is asking (every request, lists included)
 catalog    "server__tool" → upstream + upstream name; unknown → rejected
-decide     the policy engine's answer for this exact call: allow, or rejected (deny,
-           approval required, engine failure)
-(guard-in, approval, traffic: added by the issues that build them)
-forward    upstream session; the answer comes back unchanged
+decide     the policy engine's answer for this exact call: allow, require-approval, or
+           rejected (deny, engine failure)
+approval   require-approval waits for a human decision (the caller where policy allows
+           self-approval, else an approver), then the call is decided again with the
+           approval; anything but allow is rejected
+(guard-in, traffic: added by the issues that build them)
+forward    upstream session (only for an allow); the answer comes back unchanged
 ```
 
 Lists do not reach an upstream: after `identity` they are answered from the catalog,
@@ -22,8 +25,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
+from broker.approval.approvals import Approvals
 from broker.catalog.catalog import Catalog
 from broker.gateway.call import Call
+from broker.gateway.stages.approve import Approve
 from broker.gateway.stages.decide import Decide
 from broker.gateway.stages.forward import Forward
 from broker.gateway.stages.identity import AssignPrincipal
@@ -71,12 +76,15 @@ def build_pipeline(
     *,
     principal: Principal | None,
     policy: PolicyPoint,
+    approvals: Approvals | None = None,
+    progress_interval: float = 10.0,
 ) -> Pipeline:
     return Pipeline(
         identity=AssignPrincipal(principal),
         stages=[
             ResolveTarget(catalog, availability),
             Decide(policy),
+            Approve(approvals, progress_interval),
         ],
         forward=Forward(upstreams),
     )

@@ -134,12 +134,20 @@ class CedarEngine:
             return None, problems
         policies = cedarpy.PolicySet.from_str(files.text)
         version = policy_version(self._dir, [*files.files, self._schema_path])
-        reasons = {
-            f"policy{i}": Reason(
-                src.policy_id, src.annotations.get("reason", ""), src.annotations.get("scope", "")
+        reasons = {}
+        for i, src in enumerate(files.sources):
+            reuse = _seconds(src.annotations.get("approval_reuse", "0"))
+            if reuse is None:
+                problems.append(
+                    f"{src.where(root)}: @approval_reuse must be a number of seconds, "
+                    f"not {src.annotations['approval_reuse']!r}"
+                )
+                continue
+            reasons[f"policy{i}"] = Reason(
+                src.policy_id, src.annotations.get("reason", ""), src.annotations.get("scope", ""), reuse
             )
-            for i, src in enumerate(files.sources)
-        }
+        if problems:
+            return None, problems
         gates = frozenset(
             f"policy{i}" for i, src in enumerate(files.sources) if "approval" in src.annotations
         )
@@ -274,6 +282,15 @@ class CedarEngine:
 
 
 _NO_PERMIT = Reason("no_permit", "no policy permits this request")
+_APPROVAL_KEYS = frozenset({"granted", "approver", "id", "requester", "requester_tenant", "gates"})
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 <= value < float("inf") else None
 
 
 def _granted_already(request: AuthzRequest) -> bool:
@@ -474,9 +491,7 @@ def cedar_request(request: AuthzRequest, keys: frozenset[str] | None = None) -> 
         "hour": int(context.get("hour", 0)),
         "weekday": int(context.get("weekday", 0)),
         "listing": bool(context.get("listing", False)),
-        "approval": {
-            k: v for k, v in approval.items() if k in ("granted", "approver", "id") and v is not None
-        },
+        "approval": {k: v for k, v in approval.items() if k in _APPROVAL_KEYS and v is not None},
     }
     for optional in ("session", "trace_id"):
         if context.get(optional):

@@ -26,13 +26,17 @@ class Reason:
     message: str = ""
     scope: str = ""
     """An OAuth scope whose absence the policy denies for: the caller may step up (HTTP 403 scope=…)."""
+    approval_reuse: float = 0.0
+    """On an approval gate: seconds an approval, once granted, covers every identical call (0: once)."""
 
-    def to_json(self) -> dict[str, str]:
-        out = {"id": self.id}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id}
         if self.message:
             out["message"] = self.message
         if self.scope:
             out["scope"] = self.scope
+        if self.approval_reuse:
+            out["approval_reuse"] = self.approval_reuse
         return out
 
 

@@ -182,8 +182,14 @@ def to_decision(
             and isinstance(item.get("message", ""), str)
         ):
             scope = item.get("scope", "")
+            reuse = item.get("approval_reuse", 0)
             reasons.append(
-                Reason(item["id"], item.get("message", ""), scope if isinstance(scope, str) else "")
+                Reason(
+                    item["id"],
+                    item.get("message", ""),
+                    scope if isinstance(scope, str) else "",
+                    float(reuse) if isinstance(reuse, (int, float)) and 0 <= reuse < float("inf") else 0.0,
+                )
             )
         else:
             shown = orjson.dumps(item).decode()[:80]

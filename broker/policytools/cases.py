@@ -41,9 +41,9 @@ METHODS: Final[Mapping[str, str]] = {
 TARGETS: Final = ("tool", "prompt", "resource", "server", "resource_document")
 TARGET_TYPE: Final = {"tool": "Tool", "prompt": "Prompt", "resource": "Resource", "server": "Server"}
 ACTIONS_FOR_TYPE: Final[Mapping[str, tuple[str, ...]]] = {
-    "Tool": ("call_tool", "approve"),
-    "Resource": ("read_resource", "complete", "approve"),
-    "Prompt": ("get_prompt", "complete", "approve"),
+    "Tool": ("call_tool", "approve", "self_approve"),
+    "Resource": ("read_resource", "complete", "approve", "self_approve"),
+    "Prompt": ("get_prompt", "complete", "approve", "self_approve"),
     "Server": ("list_tools", "list_resources", "list_prompts"),
 }
 SHORTHAND_KEYS: Final = frozenset(

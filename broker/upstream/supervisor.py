@@ -320,16 +320,16 @@ class UpstreamSupervisor:
                     f"upstream {self.name} has no credential for tenant {tenant!r}", upstream=self.name
                 )
             session_key = ("tenant", tenant)
-        if isinstance(session_key, tuple):  # ("principal" | "tenant", id): closed when idle
-            self._idle_since[session_key] = time.monotonic()
         conn = self._sessions.get(session_key)
         if conn is not None and not conn.closed:
+            self._used(session_key)
             return conn
         await self.ready_connection()  # the upstream must be healthy before opening more
         lock = self._session_locks.setdefault(session_key, asyncio.Lock())
         async with lock:
             conn = self._sessions.get(session_key)
             if conn is not None and not conn.closed:
+                self._used(session_key)
                 return conn
             auth = None
             if isolation == "per_tenant" or (self.config.auth and self.config.auth.type == "token_exchange"):
@@ -346,7 +346,12 @@ class UpstreamSupervisor:
                     upstream=self.name,
                 ) from None
             self._sessions[session_key] = conn
+            self._used(session_key)
             return conn
+
+    def _used(self, session_key: object) -> None:
+        if isinstance(session_key, tuple):  # ("principal" | "tenant", id): closed when idle
+            self._idle_since[session_key] = time.monotonic()
 
     def session_connection(self, session_key: object) -> UpstreamConnection | None:
         """The open per-session connection of `session_key`, if there is one."""
@@ -369,7 +374,9 @@ class UpstreamSupervisor:
             cutoff = time.monotonic() - idle
             for key, since in list(self._idle_since.items()):
                 conn = self._sessions.get(key)
-                if since < cutoff and (conn is None or conn.in_flight == 0):
+                if conn is not None and conn.in_flight:
+                    self._idle_since[key] = time.monotonic()  # busy now: idle counts from the end
+                elif since < cutoff:
                     log.info(
                         "upstream %s: closing the connection of %s after %gs unused", self.name, key[0], idle
                     )

@@ -14,6 +14,7 @@ of tenant acme; the SDK client talks to it:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mcp_types as types
 import pytest
 import yaml
@@ -36,6 +38,7 @@ EXAMPLES = REPO / "examples"
 ORGANISATION = yaml.safe_load((EXAMPLES / "organisation.yaml").read_text(encoding="utf-8"))
 UPSTREAMS = ("notes", "globex-notes", "payments", "git", "fs")
 ALICE = {"type": "User", "id": "alice", "tenant": "acme", "roles": ["engineer"]}
+FIONA = {"type": "User", "id": "fiona", "tenant": "acme", "roles": ["finance"]}  # the approvals API's user
 
 pytestmark = [
     pytest.mark.anyio,
@@ -51,6 +54,10 @@ class Organisation:
     engine: str
     url: str
     repository: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rsplit("/", 1)[0]
 
 
 def organisation_upstream(name: str, machine: dict[str, str]) -> dict[str, Any]:
@@ -90,6 +97,7 @@ def organisation(
         {name: organisation_upstream(name, machine) for name in UPSTREAMS},
         policy=policy,
         identity={"default_principal": ALICE},
+        approvals={"local_approver": FIONA, "timeout": 60, "path": str(root / "approvals.db")},
     )
     with running_broker(root, config) as broker:
         yield Organisation(engine, broker.url, repository)
@@ -108,6 +116,18 @@ async def refused(client: Client, tool: str, arguments: dict[str, Any]) -> dict[
     assert error.code == -32001, error
     data = error.data if isinstance(error.data, dict) else {}
     return {"message": error.message, **data}
+
+
+async def pending_approval(organisation: Organisation, target: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=15) as http:
+        for _ in range(200):
+            listed = await http.get(f"{organisation.base_url}/approvals?status=pending")
+            assert listed.status_code == 200, listed.text
+            found = [a for a in listed.json()["approvals"] if a["target"] == target]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"no pending approval for {target}")
 
 
 async def transactions(client: Client, order_id: str) -> list[dict[str, Any]]:
@@ -132,24 +152,31 @@ async def test_a_tenant_neither_sees_nor_uses_another_tenants_server(organisatio
         assert denied["engine"] == organisation.engine
 
 
-async def test_a_refund_over_the_limit_waits_for_approval_and_one_under_it_is_made(
+async def test_a_refund_over_the_limit_waits_for_finance_and_one_under_it_is_made(
     organisation: Organisation,
 ) -> None:
     async with Client(organisation.url, mode="legacy") as client:
         over = {"order_id": "ord_1002", "amount": 900, "currency": "EUR", "reason": "duplicate"}
-        held = await refused(client, "payments__refund", over)
-        assert held["reason"] == "approval_required", held
-        assert held["policies"] == ["payments-over-limit"]
+        waiting = asyncio.create_task(client.call_tool("payments__refund", over))
+        approval = await pending_approval(organisation, "payments__refund")
+        assert [r["id"] for r in approval["reasons"]] == ["payments-over-limit"]
         assert [t["kind"] for t in await transactions(client, "ord_1002")] == ["charge"], (
             "a refund held for approval reached the ledger"
         )
+        async with httpx.AsyncClient(timeout=15) as http:
+            decided = await http.post(f"{organisation.base_url}/approvals/{approval['id']}/approve", json={})
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["approver"]["id"] == "fiona"
+        refunded = await asyncio.wait_for(waiting, 15)
+        assert not refunded.is_error, text_of(refunded)
+        assert json.loads(text_of(refunded))["refunded"] == "900.00"
 
         under = {"order_id": "ord_1002", "amount": 120, "currency": "EUR", "reason": "duplicate"}
         done = await client.call_tool("payments__refund", under)
         assert not done.is_error, text_of(done)
-        assert json.loads(text_of(done))["refunded"] == "120.00"
+        assert json.loads(text_of(done))["refunded"] == "1020.00"  # the order's refunded total
         ledger = [(t["kind"], t["amount"]) for t in await transactions(client, "ord_1002")]
-        assert ledger == [("charge", "1200.00"), ("refund", "120.00")]
+        assert ledger == [("charge", "1200.00"), ("refund", "900.00"), ("refund", "120.00")]
 
 
 async def test_a_path_traversal_on_the_filesystem_is_denied(organisation: Organisation) -> None:

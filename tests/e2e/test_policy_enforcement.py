@@ -104,6 +104,7 @@ async def test_an_engineer_may_change_things_but_destructive_tools_need_approval
         {"counter": stdio_upstream("counter.py")},
         policy=policy_section(engine, repo_policies(tmp_path)),
         identity=principal("engineer"),
+        approvals={"enabled": False},  # the decision itself; waiting for approvers: test_approvals.py
     )
     with running_broker(tmp_path, config) as broker:
         async with Client(broker.url, mode=mode) as client:
@@ -116,6 +117,7 @@ async def test_an_engineer_may_change_things_but_destructive_tools_need_approval
             assert reply["reason"] == "approval_required"
             assert reply["policies"] == ["destructive-needs-approval"]
             assert "destructive tools need a human approval" in reply["message"]
+            assert "no approval channel configured" in reply["message"]
             assert await hits(client) == before + 1, "a call needing approval reached the upstream"
 
 

@@ -402,10 +402,10 @@ async def test_per_session_isolation_for_stateless_callers_is_per_principal(
     ):
         assert alice.protocol_version == "2026-07-28"
         pid_alice = int(text(await alice.call_tool("crashy__pid", {})))
+        assert int(text(await alice_again.call_tool("crashy__pid", {}))) == pid_alice  # same principal
         pid_bob = int(text(await bob.call_tool("crashy__pid", {})))
         assert pid_alice != pid_bob
         assert not {pid_alice, pid_bob} & set(shared)
-        assert int(text(await alice_again.call_tool("crashy__pid", {}))) == pid_alice  # same principal
     # no session ends for a stateless caller: the idle timeout (3 s here) closes their upstreams
     assert await wait_gone_async(pid_alice, 10), f"upstream {pid_alice} outlived timeouts.idle"
     assert await wait_gone_async(pid_bob, 10), f"upstream {pid_bob} outlived timeouts.idle"

@@ -117,7 +117,8 @@ def running_broker(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
-            env=broker_env(env),
+            # each broker its own state (approvals), unless the test shares one on purpose
+            env=broker_env({"XDG_STATE_HOME": str(directory / "state"), **(env or {})}),
         )
     broker = BrokerProcess("", process, log_path, config_path)
     try:

@@ -1,7 +1,8 @@
 """Stage `decide`: the policy engine's answer for this exact call, with its arguments.
 
-Allow lets the call go on; deny, an approval requirement and an engine failure each stop
-it with their own stable reason. The upstream is never contacted unless this says allow.
+Allow lets the call go on; deny and an engine failure stop it with their own stable reason;
+require-approval goes on to the approval stage, which waits for a human or stops it. The
+upstream is never contacted unless the decision in force says allow (forward checks).
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ class Decide:
         except (TypeError, ValueError) as exc:  # not JSON a policy can judge: never evaluated, never sent
             raise InvalidParams(f"{call.method}: the arguments cannot be evaluated: {exc}") from None
         call.argument_digest = summary.digest
+        call.authz_request = request
         decision = await self._policy.engine.decide(request)
         call.decision = decision
-        if decision.effect is Effect.ALLOW:
-            return
-        raise rejection(decision)
+        if decision.effect is Effect.DENY:
+            raise rejection(decision)
+        # allow goes on; require_approval goes on to the approval stage, which waits or refuses
 
 
 def arguments_of(call: Call) -> dict[str, Any] | None:

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from broker.catalog.names import public_uri
-from broker.errors import ForwardedError, UpstreamError
+from broker.errors import ForwardedError, PolicyFailure, UpstreamError
 from broker.gateway.call import Call, Target
+from broker.policy.decision import Effect
 from broker.protocol import upstream_meta
 from broker.upstream.supervisor import UpstreamSupervisor
 
@@ -25,6 +26,11 @@ class Forward:
     async def send(self, call: Call) -> dict[str, Any]:
         target = call.target
         assert target is not None, "the catalog stage runs before forward"
+        if call.decision is not None and call.decision.effect is not Effect.ALLOW:
+            # Defence in depth: a stage order mistake must not send an undecided call upstream.
+            raise PolicyFailure(
+                f"internal error: {call.method} reached forward with a {call.decision.effect.value}"
+            )
         upstream = self._upstreams[target.upstream]
         principal = call.principal
         key: object | None = call.session

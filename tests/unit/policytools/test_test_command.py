@@ -105,7 +105,8 @@ def test_case_file_schema_errors_are_reported_with_file_and_line(repo: Repo, cli
         "(did you mean 'allow'?)",
         "policy-tests/broken.yaml:8: give exactly one target: tool, prompt, resource, server or "
         "resource_document (got tool, server)",
-        "policy-tests/broken.yaml:13: action get_prompt does not apply to a Tool (use call_tool, approve)",
+        "policy-tests/broken.yaml:13: action get_prompt does not apply to a Tool "
+        "(use call_tool, approve, self_approve)",
         "1 passed, 0 failed, 5 case-file problems",
     ]
 

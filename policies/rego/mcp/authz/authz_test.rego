@@ -192,3 +192,83 @@ test_change_window_and_break_glass if {
 	ids(call(deploy, {"context": {"weekday": 6, "arguments": {"environment": "production"}}})) == ["change-window", "production-deploy-needs-approval"]
 	effect(call(deploy, {"context": {"weekday": 6, "arguments": {"environment": "staging"}}})) == "allow"
 }
+
+# -- who may approve (policies/cedar/approvers.cedar) ---------------------------------------------
+
+# `who` deciding the approval of alice's pending call on `resource`, asked with `action`.
+deciding(who, action, resource, extra) := object.union(
+	call(resource, {
+		"principal": who, "action": action,
+		"context": {"approval": {"granted": false, "id": "apr-1", "requester": "alice"}},
+	}),
+	extra,
+)
+
+person(id, roles) := {"type": "User", "id": id, "tenant": "acme", "roles": roles, "claims": {}, "acting_for": null}
+
+test_approvers_decide_any_call_of_their_tenant if {
+	avery := person("avery", ["approver"])
+	ids(deciding(avery, "approve", delete_note, {})) == ["approvers-approve"]
+	ids(deciding(avery, "approve", refund, args({"amount": 900, "currency": "EUR"}))) == ["approvers-approve"]
+	ids(deciding(avery, "approve", deploy, {})) == ["approvers-approve"]
+	ids(deciding(object.union(avery, {"tenant": "globex"}), "approve", delete_note, {})) == ["tenant-isolation"]
+	ids(deciding(avery, "self_approve", delete_note, {})) == ["no_permit"]
+}
+
+test_finance_decides_refunds_and_charges_only if {
+	fiona := person("fiona", ["finance"])
+	ids(deciding(fiona, "approve", refund, args({"amount": 900, "currency": "EUR"}))) == ["finance-approves-payments"]
+	ids(deciding(fiona, "approve", charge, {})) == ["finance-approves-payments"]
+	ids(deciding(fiona, "approve", deploy, {})) == ["no_permit"]
+	ids(deciding(fiona, "approve", tool("payments", "list_transactions", true, false), {})) == ["no_permit"]
+	prompt := {"type": "Prompt", "id": "payments__refund", "name": "refund", "server": "payments", "tenants": ["acme"], "tags": []}
+	ids(deciding(fiona, "approve", prompt, {})) == ["no_permit"]
+}
+
+test_release_managers_decide_release_calls if {
+	dana := person("dana", ["engineer"])
+	ids(deciding(dana, "approve", deploy, {})) == ["release-managers-approve-releases"]
+	ids(deciding(dana, "approve", push, args({"branch": "main"}))) == ["release-managers-approve-releases"]
+	ids(deciding(dana, "approve", refund, {})) == ["no_permit"]
+	ids(deciding(person("alice", ["engineer"]), "approve", deploy, {})) == ["no_permit"]
+	ids(deciding(person("dana", ["support"]), "approve", deploy, {})) == ["support-no-source-control"]
+}
+
+test_engineers_self_approve_on_notes_only if {
+	ids(deciding(alice, "self_approve", delete_note, {})) == ["engineers-self-approve-notes"]
+	ids(deciding(alice, "approve", delete_note, {})) == ["no_permit"]
+	ids(deciding(alice, "self_approve", tool("fs", "write_file", false, true), {})) == ["no_permit"]
+	ids(deciding(alice, "self_approve", refund, {})) == ["no_permit"]
+	ids(deciding(person("sam", ["support"]), "self_approve", delete_note, {})) == ["no_permit"]
+}
+
+test_agents_and_reviewers_decide_nothing if {
+	bot := {"type": "Agent", "id": "copilot", "tenant": "acme", "roles": ["approver", "engineer"], "claims": {}, "acting_for": "alice"}
+	ids(deciding(bot, "approve", delete_note, {})) == ["agents-do-not-approve"]
+	effect(deciding(bot, "approve", delete_note, {})) == "deny"
+	effect(deciding(bot, "self_approve", delete_note, {})) == "deny"
+	"agents-do-not-approve" in ids(deciding(bot, "self_approve", delete_note, {}))
+	rita := person("rita", ["approver", "reviewer"])
+	effect(deciding(rita, "approve", delete_note, {})) == "deny"
+	"reviewers-do-not-approve" in ids(deciding(rita, "approve", delete_note, {}))
+	ids(deciding(person("rita", ["engineer", "reviewer"]), "self_approve", delete_note, {})) == ["reviewers-do-not-approve"]
+}
+
+test_deciding_is_not_a_call if {
+	# the call's own gates and call_tool forbids do not answer for the approver
+	avery := person("avery", ["approver"])
+	night := {"context": {"hour": 22, "arguments": {"amount": 900, "currency": "EUR"}, "argument_limits": {"truncated": {"x": 2000}}}}
+	ids(deciding(avery, "approve", charge, night)) == ["approvers-approve"]
+	ids(deciding(avery, "approve", delete_note, {"context": {"problems": ["path: nul"]}})) == ["uninterpretable-arguments"]
+}
+
+# A tool on a server both tenants share.
+shared_write := object.union(tool("fetch", "post", false, true), {"tenants": ["acme", "globex"]})
+
+test_approvers_decide_only_their_requesters_tenant if {
+	avery := person("avery", ["approver"])
+	acme_request := {"context": {"approval": {"granted": false, "id": "apr-1", "requester": "alice", "requester_tenant": "acme"}}}
+	globex_request := {"context": {"approval": {"granted": false, "id": "apr-1", "requester": "gus", "requester_tenant": "globex"}}}
+	ids(deciding(avery, "approve", shared_write, acme_request)) == ["approvers-approve"]
+	ids(deciding(avery, "approve", shared_write, globex_request)) == ["approvers-same-tenant"]
+}

@@ -9,7 +9,7 @@ package mcp.lib.org
 # The organisation's tenants (policies/cedar/tenants.cedar lists them too).
 tenants := {"acme", "globex"}
 
-# The users the release bot may act for.
+# The release managers: the users the release bot may act for, who decide release approvals.
 release_managers := {"dana", "erin"}
 
 # Hosts fetch may reach.
@@ -64,6 +64,14 @@ acting_for(principal) := user if {
 	user := principal.acting_for
 	is_string(user)
 	user != ""
+}
+
+# METADATA
+# title: The principal is a release manager
+# description: A User (never an agent) whose id is one of release_managers.
+release_manager(principal) if {
+	principal.type == "User"
+	principal.id in release_managers
 }
 
 # METADATA

@@ -46,6 +46,15 @@ test_acting_for_is_for_agents_only if {
 	not org.unattended_agent(acme)
 }
 
+test_release_managers_are_users if {
+	dana := {"type": "User", "id": "dana", "roles": [], "claims": {}, "acting_for": null}
+	org.release_manager(dana)
+	org.release_manager(object.union(dana, {"id": "erin"}))
+	not org.release_manager(object.union(dana, {"id": "alice"}))
+	not org.release_manager(object.union(dana, {"type": "Agent"}))
+	not org.release_manager(object.union(dana, {"type": "Agent", "id": "release-bot", "acting_for": "dana"}))
+}
+
 test_business_hours if {
 	org.business_hours(0, 8)
 	org.business_hours(4, 17)
