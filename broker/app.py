@@ -23,6 +23,11 @@ from broker.approval.api import approval_routes
 from broker.approval.approvals import ApprovalRefused, Approvals, ApprovalSettings
 from broker.approval.store import ApprovalStoreError, SqliteApprovalStore
 from broker.approval.webhook import ApprovalWebhook
+from broker.audit.file_sink import FileAuditSink
+from broker.audit.redact import SecretRedactor
+from broker.audit.signing import CheckpointSigner
+from broker.audit.sink import AuditUnavailable
+from broker.audit.trail import AuditTrail
 from broker.catalog.catalog import Catalog
 from broker.config import BrokerConfig, PolicyConfig, resolve_value
 from broker.front.http import LOOPBACK_NAMES, McpEndpoint, Receive, Scope, Send
@@ -34,7 +39,7 @@ from broker.identity.authenticator import Authenticator, InsufficientScope, Unau
 from broker.identity.jwt import IssuerConfig, JwtVerifier
 from broker.identity.principal import Principal
 from broker.policy.cedar import CedarEngine
-from broker.policy.engine import PolicyEngine, PolicyLoadError
+from broker.policy.engine import LoadResult, PolicyEngine, PolicyLoadError
 from broker.policy.point import PolicyPoint, WatchedFiles
 from broker.policy.version import policy_version
 from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
@@ -94,6 +99,23 @@ class Broker:
         self.authenticator = make_authenticator(config)
         self.resource_url = resource_url(config)
         self.approvals = make_approvals(config, self.policy)
+        self.audit = make_audit(config)
+        if self.audit is not None:
+            trail = self.audit
+            if self.approvals is not None:
+                self.approvals.on_event = trail.approval
+
+            async def reloaded(result: LoadResult, previous: str, trigger: str) -> None:
+                await trail.reload(
+                    ok=result.ok,
+                    engine=self.policy.engine.name,
+                    policy_version=result.policy_version,
+                    previous=previous,
+                    trigger=trigger,
+                    message=result.message,
+                )
+
+            self.policy.on_reload = reloaded
         pipeline = build_pipeline(
             self.catalog,
             self.upstreams,
@@ -103,17 +125,34 @@ class Broker:
             approvals=self.approvals,
             progress_interval=config.approvals.progress_interval,
         )
-        self.gateway.attach(pipeline, self.upstreams, Visibility(self.policy, self.catalog))
+        self.gateway.attach(pipeline, self.upstreams, Visibility(self.policy, self.catalog), self.audit)
 
     async def _session_closed(self, session: DownstreamSession) -> None:
         await self.gateway.session_closed(session)
 
     async def start(self) -> None:
-        """Load the policies, start every upstream (in parallel); refuse to run on any problem."""
+        """Open the audit trail, load the policies, start every upstream (in parallel); refuse to run
+        on any problem."""
+        if self.audit is not None:
+            try:
+                await self.audit.start()
+            except AuditUnavailable as exc:
+                raise StartupError([f"the audit trail cannot be written: {exc.message}"]) from None
         try:
             await self.policy.start()
         except PolicyLoadError as exc:
+            if self.audit is not None:
+                await self.audit.close()
             raise StartupError([f"no valid policy set: {line}" for line in str(exc).splitlines()]) from None
+        if self.audit is not None:
+            await self.audit.reload(
+                ok=True,
+                engine=self.policy.engine.name,
+                policy_version=self.policy.policy_version,
+                previous=None,
+                trigger="startup",
+                message="",
+            )
         if self.approvals is not None:
             try:
                 await self.approvals.start()
@@ -153,15 +192,19 @@ class Broker:
         await self.policy.stop()
         if self.authenticator is not None:
             await self.authenticator.aclose()
+        if self.audit is not None:
+            await self.audit.close()  # last: everything that could still be recorded has been
 
     def readiness(self) -> dict[str, Any]:
         upstreams = {
             name: {"state": u.state.value, "last_error": u.last_error, "restarts": u.restarts}
             for name, u in self.upstreams.items()
         }
+        audit = self.audit.status() if self.audit is not None else None
         return {
-            "ready": self.policy.policy_version != "none",
+            "ready": self.policy.policy_version != "none" and (audit is None or audit.ready),
             "policy": self.policy.status(),
+            "audit": audit.to_json() if audit is not None else {"state": "disabled"},
             "catalog": {
                 "version": self.catalog.version,
                 "tools": len(self.catalog.tool_list),
@@ -173,6 +216,16 @@ class Broker:
 
     def http_app(self) -> HttpApp:
         return HttpApp(self)
+
+
+def make_audit(config: BrokerConfig) -> AuditTrail | None:
+    settings = config.audit
+    if not settings.enabled:
+        log.warning("audit: disabled (audit.enabled: false): no request will have a record")
+        return None
+    signer = CheckpointSigner.from_pem_file(settings.signing_key) if settings.signing_key else None
+    sink = FileAuditSink(settings, signer=signer)
+    return AuditTrail(sink, SecretRedactor(), include_request=settings.include_request)
 
 
 def make_approvals(config: BrokerConfig, policy: PolicyPoint) -> Approvals | None:
@@ -310,6 +363,7 @@ class HttpApp:
             broker.config.http,
             authenticator=broker.authenticator,
             resource_metadata=metadata if auth is not None else None,
+            audit=broker.audit,
         )
         protected_resource = {
             "resource": broker.resource_url,

@@ -22,6 +22,7 @@ import uvicorn
 
 from broker.app import Broker, StartupError, broker_version
 from broker.approval.cli import add_approval_commands
+from broker.audit.cli import add_audit_commands
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.identity.principal import Principal
 from broker.policytools.cli import add_policy_commands
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_key.set_defaults(func=cmd_api_key)
     add_policy_commands(sub)
     add_approval_commands(sub)
+    add_audit_commands(sub)
     return parser
 
 

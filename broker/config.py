@@ -43,6 +43,8 @@ import yaml  # type: ignore[import-untyped, unused-ignore]
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
 
+from broker.audit.config import AuditConfig
+
 __all__ = [
     "DEFAULT_CHILD_ENV_VARS",
     "SCHEMA_PATH",
@@ -508,6 +510,10 @@ class ApprovalsConfig:
     webhook: ApprovalWebhookConfig | None = None
 
 
+def _default_audit() -> AuditConfig:
+    return AuditConfig(directory=_default_state_dir() / "audit")
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     """The whole validated configuration.
@@ -524,6 +530,7 @@ class BrokerConfig:
     policy: PolicyConfig = PolicyConfig()
     identity: IdentityConfig = IdentityConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
+    audit: AuditConfig = field(default_factory=_default_audit)
     source: Path | None = None
 
     def upstream(self, name: str) -> UpstreamConfig:
@@ -930,6 +937,7 @@ def _build_config(data: Mapping[str, Any], ctx: _Builder, origin: Path | None) -
         policy=_build_policy(_section(data, "policy"), ctx),
         identity=_build_identity(_section(data, "identity"), ctx),
         approvals=_build_approvals(_section(data, "approvals"), ctx),
+        audit=_build_audit(_section(data, "audit"), ctx),
         source=origin,
     )
 
@@ -979,6 +987,35 @@ def _build_policy(raw: Mapping[str, Any], ctx: _Builder) -> PolicyConfig:
         watch_interval=float(raw.get("watch_interval", defaults.watch_interval)),
         opa=opa,
     )
+
+
+def _build_audit(raw: Mapping[str, Any], ctx: _Builder) -> AuditConfig:
+    path: JsonPath = ("audit",)
+    defaults = _default_audit()
+    signing_key = None
+    if raw.get("signing_key"):
+        signing_key = ctx.local_path(str(raw["signing_key"]))
+        if not signing_key.is_file():
+            message = f"signing key {signing_key} does not exist (make one: mcp-broker audit keygen)"
+            ctx.report((*path, "signing_key"), message)
+    values: dict[str, Any] = {
+        "enabled": bool(raw.get("enabled", defaults.enabled)),
+        "directory": ctx.local_path(str(raw["directory"])) if raw.get("directory") else defaults.directory,
+        "signing_key": signing_key,
+    }
+    for key in ("durability", "failure_mode"):
+        values[key] = raw.get(key, getattr(defaults, key))
+    for key in ("include_request",):
+        values[key] = bool(raw.get(key, getattr(defaults, key)))
+    for key in ("rotate_bytes", "checkpoint_records", "degraded_buffer"):
+        values[key] = int(raw.get(key, getattr(defaults, key)))
+    for key in ("group_commit_window", "rotate_interval", "checkpoint_interval", "retry_interval"):
+        values[key] = ctx.number(raw, key, getattr(defaults, key), path)
+    try:
+        return AuditConfig(**values)
+    except ValueError as exc:
+        ctx.report(path, str(exc))
+        return defaults
 
 
 def _build_approvals(raw: Mapping[str, Any], ctx: _Builder) -> ApprovalsConfig:

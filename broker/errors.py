@@ -20,9 +20,11 @@ BrokerError
 │   ├── ApprovalCancelled     the caller cancelled or went away      -32001
 │   ├── ApprovalUnavailable   approvals cannot be stored: deny        -32001
 │   └── PolicyFailure         the engine could not decide: deny      -32001
-└── UpstreamError             the upstream failed while handling the request
-    ├── UpstreamTimeout       no answer before the deadline          -32000
-    └── UpstreamClosed        the connection died mid-request        -32000
+├── UpstreamError             the upstream failed while handling the request
+│   ├── UpstreamTimeout       no answer before the deadline          -32000
+│   └── UpstreamClosed        the connection died mid-request        -32000
+└── AuditUnavailable          the request's record cannot be written -32000
+                              (broker/audit/sink.py; may follow an upstream call)
 ```
 
 An error answer that the upstream itself sends (a JSON-RPC error object) is not a

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from broker.approval.approvals import ApprovalRefused, Approvals
 from broker.approval.model import ApprovalStatus
 from broker.approval.store import ApprovalStoreError
+from broker.errors import BrokerError
 from broker.identity.principal import Principal
 
 Authenticate = Callable[[Request], Awaitable[Principal]]
@@ -46,7 +47,7 @@ def approval_routes(approvals: Approvals, authenticate: Authenticate) -> list[Ro
             shown = await approvals.visible_to(principal, status, max(1, min(limit, 1000)))
         except ApprovalRefused as exc:
             return _error(exc.status, exc.message)
-        except ApprovalStoreError as exc:
+        except (ApprovalStoreError, BrokerError) as exc:
             return _error(503, str(exc))
         return JSONResponse({"approvals": [a.summary() for a in shown]})
 
@@ -58,7 +59,7 @@ def approval_routes(approvals: Approvals, authenticate: Authenticate) -> list[Ro
             visible = approval is not None and await approvals.may_see(principal, approval)
         except ApprovalRefused as exc:
             return _error(exc.status, exc.message)
-        except ApprovalStoreError as exc:
+        except (ApprovalStoreError, BrokerError) as exc:
             return _error(503, str(exc))
         if approval is None or not visible:
             return _error(404, f"no approval {approval_id} that you may see")
@@ -80,7 +81,7 @@ def approval_routes(approvals: Approvals, authenticate: Authenticate) -> list[Ro
                 decided = await approvals.decide(approval_id, principal, approve=approve, note=note)
             except ApprovalRefused as exc:
                 return _error(exc.status, exc.message)
-            except ApprovalStoreError as exc:
+            except (ApprovalStoreError, BrokerError) as exc:
                 return _error(503, str(exc))
             return JSONResponse(decided.summary())
 

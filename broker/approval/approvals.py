@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from broker.policy.point import PolicyPoint
 
 log = logging.getLogger("broker.approvals")
 
-EventHook = Callable[[str, Approval], None]
+EventHook = Callable[[str, Approval], Awaitable[None]]
 """Told about every step (`requested`, `approved`, `denied`, `expired`, `cancelled`, `used`)."""
 
 
@@ -104,7 +104,7 @@ class Approvals:
         self._policy = policy
         self._webhook = webhook
         self._approve_hint = approve_hint
-        self._on_event = on_event
+        self.on_event = on_event
         self._wakeups: dict[str, asyncio.Event] = {}
         self._waiters: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -160,7 +160,7 @@ class Approvals:
             reuse_seconds=reuse_window(pending.decision),
         )
         await self._store.insert(approval)
-        self._event("requested", approval)
+        await self._event("requested", approval)
         if self._webhook is not None:
             self._webhook.announce(approval, self._approve_hint.format(id=approval.id))
         return approval
@@ -197,7 +197,7 @@ class Approvals:
     async def consume(self, approval: Approval) -> bool:
         used = await self._store.consume(approval.id, time.time())
         if used:
-            self._event("used", approval)
+            await self._event("used", approval)
         return used
 
     async def recheck(self, request: dict[str, Any], approval: Approval) -> Decision:
@@ -216,14 +216,14 @@ class Approvals:
             return
         cancelled = approval.decided(ApprovalStatus.CANCELLED, at=time.time(), note=why)
         if await self._store.decide(cancelled, ApprovalStatus.PENDING):
-            self._event("cancelled", cancelled)
             self._wake(approval.id)
+            await self._event("cancelled", cancelled)
 
     async def expire(self, approval: Approval) -> Approval:
         expired = approval.decided(ApprovalStatus.EXPIRED, at=time.time(), note="no decision in time")
         if await self._store.decide(expired, ApprovalStatus.PENDING):
-            self._event("expired", expired)
             self._wake(approval.id)
+            await self._event("expired", expired)
             return expired
         current = await self._store.get(approval.id)
         return current if current is not None else expired
@@ -287,8 +287,8 @@ class Approvals:
             current = await self._store.get(approval_id)
             state = current.status.value if current else "gone"
             raise ApprovalRefused(409, f"approval {approval_id} was decided meanwhile ({state})")
-        self._event(decided.status.value, decided)
         self._wake(approval_id)
+        await self._event(decided.status.value, decided)
         return decided
 
     async def may_see(self, principal: Principal, approval: Approval) -> bool:
@@ -309,7 +309,7 @@ class Approvals:
         if wakeup is not None:
             wakeup.set()
 
-    def _event(self, kind: str, approval: Approval) -> None:
+    async def _event(self, kind: str, approval: Approval) -> None:
         approver = approval.approver.get("id") if approval.approver else None
         log.info(
             "approval %s %s: %s %s by %s%s%s",
@@ -321,8 +321,8 @@ class Approvals:
             f", approver {approver}" if approver else "",
             f" ({approval.note})" if approval.note else "",
         )
-        if self._on_event is not None:
-            self._on_event(kind, approval)
+        if self.on_event is not None:
+            await self.on_event(kind, approval)
 
     async def _sweep(self) -> None:
         interval = max(0.2, min(5.0, self.settings.timeout / 4))
@@ -330,7 +330,7 @@ class Approvals:
             await asyncio.sleep(interval)
             try:
                 for approval in await self._store.expire_due(time.time()):
-                    self._event("expired", approval)
                     self._wake(approval.id)
-            except ApprovalStoreError as exc:
+                    await self._event("expired", approval)
+            except Exception as exc:  # the store or the audit trail: keep sweeping
                 log.error("approvals: expiring overdue approvals failed: %s", exc)

@@ -29,6 +29,7 @@ from mcp.shared.inbound import (
 )
 
 from broker import jsonrpc
+from broker.audit.trail import AuditTrail
 from broker.config import HttpFrontConfig
 from broker.errors import (
     ACCESS_DENIED,
@@ -229,8 +230,10 @@ class McpEndpoint:
         *,
         authenticator: Authenticator | None = None,
         resource_metadata: str | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._gateway = gateway
+        self._audit = audit
         self._sessions = sessions
         self._config = config
         self._authenticator = authenticator
@@ -255,9 +258,11 @@ class McpEndpoint:
             try:
                 principal = (await self._authenticator.authenticate(headers.get("authorization"))).principal
             except Unauthenticated as exc:
+                await self._audit_refusal(scope, headers, "unauthenticated", exc.description)
                 await self._challenge(send, 401, exc.description, invalid_token=exc.invalid_token)
                 return
             except InsufficientScope as exc:
+                await self._audit_refusal(scope, headers, "insufficient_scope", exc.description, exc.scopes)
                 await self._challenge(send, 403, exc.description, scopes=exc.scopes)
                 return
         method = scope["method"]
@@ -301,6 +306,26 @@ class McpEndpoint:
             reply,
             403,
             [(b"www-authenticate", ("Bearer " + ", ".join(parts)).encode("latin-1", "replace"))],
+        )
+
+    async def _audit_refusal(
+        self,
+        scope: Scope,
+        headers: dict[str, str],
+        reason: str,
+        description: str,
+        scopes: tuple[str, ...] = (),
+    ) -> None:
+        if self._audit is None:
+            return
+        client = scope.get("client")
+        await self._audit.auth_failure(
+            reason=reason,
+            description=description,
+            transport="streamable-http",
+            method=headers.get("mcp-method") or scope.get("method"),
+            client=f"{client[0]}:{client[1]}" if client else None,
+            required_scopes=scopes,
         )
 
     async def _challenge(

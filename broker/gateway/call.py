@@ -49,6 +49,10 @@ class Call:
     approval: Approval | None = None
     disconnected: asyncio.Event | None = None
     """Set by a front when the caller's connection goes away (ends a wait for an approval)."""
+    upstream_ms: float | None = None
+    """How long the upstream took (set by forward; the audit record carries it)."""
+    listed: int | None = None
+    """For a list: how many items the caller was shown (the audit record carries it)."""
 
     @property
     def progress_token(self) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 from mcp_types.methods import INPUT_REQUIRED_METHODS
 
 from broker import jsonrpc
+from broker.audit.trail import AUDITED_METHODS, AuditTrail
 from broker.catalog.catalog import Catalog, UpstreamOffer, page
 from broker.catalog.names import public_uri
 from broker.errors import INTERNAL_ERROR, METHOD_NOT_FOUND, InvalidParams, MethodNotFound
@@ -91,6 +92,7 @@ class Gateway:
         self._page_size = page_size
         self.pipeline: Pipeline | None = None
         self.visibility: Visibility | None = None
+        self.audit: AuditTrail | None = None
         self.upstreams: dict[str, UpstreamSupervisor] = {}
         self.listens: set[ListenStream] = set()
         self.continuations = ContinuationStore()
@@ -113,11 +115,16 @@ class Gateway:
         }
 
     def attach(
-        self, pipeline: Pipeline, upstreams: Mapping[str, UpstreamSupervisor], visibility: Visibility
+        self,
+        pipeline: Pipeline,
+        upstreams: Mapping[str, UpstreamSupervisor],
+        visibility: Visibility,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.upstreams = dict(upstreams)
         self.visibility = visibility
+        self.audit = audit
 
     # -- handshake and discovery ------------------------------------------------------------
 
@@ -157,9 +164,28 @@ class Gateway:
         if handler is None:
             raise MethodNotFound(f"Method not found: {call.method!r} is not served by this broker")
         assert self.pipeline is not None
-        await self.pipeline.identify(call)
-        result: dict[str, Any] = await handler(call)
+        if self.audit is None or call.method not in AUDITED_METHODS:
+            await self.pipeline.identify(call)
+            result: dict[str, Any] = await handler(call)
+            return result
+        # No answer without its record: the record is written (and durable) before the caller
+        # hears anything; if it cannot be, the caller gets audit_unavailable instead.
+        try:
+            await self.pipeline.identify(call)
+            self.audit.require_ready()
+            result = await handler(call)
+        except BaseException as exc:
+            await asyncio.shield(self._record(call, None, exc))
+            raise
+        await asyncio.shield(self._record(call, result, None))
         return result
+
+    async def _record(self, call: Call, result: dict[str, Any] | None, error: BaseException | None) -> None:
+        assert self.audit is not None
+        if isinstance(error, asyncio.CancelledError) and call.decision is None:
+            return  # cancelled before anything was decided: nothing happened to record
+        listing = {"visible": call.listed} if call.listed is not None else None
+        await self.audit.request(call, result, error, listing=listing)
 
     async def handle_stateless(self, call: Call, waiter: Relay) -> dict[str, Any]:
         """A stateless-era request: what an upstream asks the caller becomes an InputRequiredResult round."""
@@ -187,7 +213,9 @@ class Gateway:
     async def _visible(self, call: Call, kind: str) -> list[dict[str, Any]]:
         assert self.visibility is not None and call.principal is not None
         facts = CallFacts(call.transport, call.protocol_version, call.session.id if call.session else None)
-        return await self.visibility.visible(kind, call.principal, facts)
+        items = await self.visibility.visible(kind, call.principal, facts)
+        call.listed = len(items)
+        return items
 
     async def _list_tools(self, call: Call) -> dict[str, Any]:
         return self._page(call, await self._visible(call, "tools"), "tools")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,10 @@ from broker.policy.engine import LoadResult, PolicyEngine
 log = logging.getLogger("broker.policy")
 
 WatchedFiles = Callable[[], list[Path]]
+
+
+ReloadHook = Callable[[LoadResult, str, str], Awaitable[None]]
+"""(result, previous policy version, trigger)."""
 
 
 class PolicyPoint:
@@ -35,6 +39,8 @@ class PolicyPoint:
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self.on_reload: ReloadHook | None = None
+        """Told about every reload, accepted or rejected (the audit trail records it)."""
 
     @property
     def policy_version(self) -> str:
@@ -55,6 +61,7 @@ class PolicyPoint:
 
     async def reload(self, trigger: str) -> LoadResult:
         async with self._lock:
+            previous = self.engine.policy_version
             result = await self.engine.reload()
             self.last_reload, self.last_reload_at = result, time.time()
             if result.ok:
@@ -67,6 +74,8 @@ class PolicyPoint:
                     result.policy_version,
                     result.message,
                 )
+            if self.on_reload is not None:
+                await self.on_reload(result, previous, trigger)
             return result
 
     def status(self) -> dict[str, Any]:

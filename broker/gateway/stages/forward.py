@@ -8,6 +8,7 @@ upstream's prefix so the caller can read them back through the broker.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,13 +40,17 @@ class Forward:
         conn = await upstream.connection_for(
             key, tenant=principal.tenant if principal else None, subject_token=call.credential
         )
-        reply = await conn.request(
-            call.method,
-            upstream_params(call.method, call.params, target),
-            timeout=upstream.config.timeouts.call,
-            relay=call.relay,
-            caller_progress_token=call.progress_token,
-        )
+        started = time.perf_counter()
+        try:
+            reply = await conn.request(
+                call.method,
+                upstream_params(call.method, call.params, target),
+                timeout=upstream.config.timeouts.call,
+                relay=call.relay,
+                caller_progress_token=call.progress_token,
+            )
+        finally:
+            call.upstream_ms = (time.perf_counter() - started) * 1000
         if "error" in reply:
             error = reply["error"]
             raise ForwardedError(
