@@ -8,7 +8,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install node-tools opa lint typecheck policy pytest bench lock clean
+.PHONY: run test install node-tools opa promtool lint typecheck policy pytest bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ node-tools:
 opa:
 	scripts/install-opa.sh >/dev/null
 
+# promtool checks the alerting rules in deploy/prometheus (Debian package, cached under ~/.cache).
+promtool:
+	scripts/install-promtool.sh >/dev/null
+
 lint: $(STAMP)
 	$(BIN)/ruff check broker tests examples bench
 	$(BIN)/ruff format --check broker
@@ -41,7 +45,7 @@ policy: $(STAMP) opa
 	$(BIN)/mcp-broker policy check
 	$(BIN)/mcp-broker policy test --engine both
 
-pytest: $(STAMP) node-tools opa
+pytest: $(STAMP) node-tools opa promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck policy pytest

@@ -105,7 +105,7 @@ def opa_binary() -> str:
 
 
 @contextlib.contextmanager
-def broker(tmp: Path, upstream: str, name: str, engine: str) -> Any:
+def broker(tmp: Path, upstream: str, name: str, engine: str, extra: str = "") -> Any:
     if upstream.startswith("http"):
         block = f"    transport: streamable_http\n    url: {upstream}\n"
     else:
@@ -116,7 +116,10 @@ def broker(tmp: Path, upstream: str, name: str, engine: str) -> Any:
         "http:\n  port: 0\nlogging:\n  level: warning\n"
         f"policy:\n  engine: {engine}\n  path: {str(ROOT / 'policies')!r}\n  watch: false\n{opa}"
         "identity:\n  default_principal: {type: User, id: bench, roles: [engineer]}\n"
-        "upstreams:\n  echo:\n" + block + "    namespace: false\n    timeouts: {ping_interval: 0}\n"
+        + audit_section(tmp / f"{name}-audit", extra)
+        + "upstreams:\n  echo:\n"
+        + block
+        + "    namespace: false\n    timeouts: {ping_interval: 0}\n"
     )
     ready = tmp / f"{name}.url"
     ready.unlink(missing_ok=True)
@@ -210,11 +213,71 @@ async def run_era(era: str, args: argparse.Namespace, tmp: Path) -> list[Row]:
             rows.append(
                 await measure("broker[cedar] → http", broker_url, era, args, lambda: cpu_seconds(pid))
             )
+        if args.telemetry:
+            rows += await telemetry_rows(era, args, tmp)
     base = next(r for r in rows if r.path == "direct http")
     for row in rows:
         row.added_p50_ms = row.seq_p50_ms - base.seq_p50_ms
         row.throughput_ratio = row.calls_per_s / base.calls_per_s
     return rows
+
+
+def audit_section(directory: Path, extra: str) -> str:
+    """The trail in the run's temporary directory (fsync, the default), unless `extra` sets `audit:`."""
+    if extra.startswith("audit:"):
+        return extra.replace("{audit_dir}", repr(str(directory)))
+    return f"audit: {{directory: {str(directory)!r}}}\n" + extra
+
+
+TELEMETRY_VARIANTS = {
+    "broker[cedar] audit off": "audit: {enabled: false}\n",
+    "broker[cedar] audit write": "audit: {directory: {audit_dir}, durability: write}\n",
+    "broker[cedar] tracing on": "tracing: {enabled: true, endpoint: '{collector}'}\n",
+}
+"""Each against `broker[cedar] → stdio` (audit fsync, tracing off: the defaults) of the same run."""
+
+
+async def telemetry_rows(era: str, args: argparse.Namespace, tmp: Path) -> list[Row]:
+    rows = []
+    with collector() as url:
+        for path, extra in TELEMETRY_VARIANTS.items():
+            name = "b-" + path.split("] ")[1].replace(" ", "-") + f"-{era}"
+            extra = extra.replace("{collector}", f"{url}/v1/traces")
+            with broker(tmp, "stdio", name, "cedar", extra) as (broker_url, pid):
+                rows.append(await measure(path, broker_url, era, args, lambda pid=pid: cpu_seconds(pid)))
+    return rows
+
+
+@contextlib.contextmanager
+def collector() -> Any:
+    """An OTLP/HTTP trace endpoint on 127.0.0.1 that accepts and drops what it is sent."""
+    import threading
+
+    import uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def table(rows: list[Row]) -> str:
@@ -241,6 +304,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--per-session", type=int, default=200)
     parser.add_argument("--era", choices=["legacy", "auto", "both"], default="both")
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="also audit off / write-only and tracing on (vs the defaults)",
+    )
     args = parser.parse_args()
     eras = ["legacy", "auto"] if args.era == "both" else [args.era]
     rows: list[Row] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -21,6 +22,7 @@ from starlette.routing import Route
 
 from broker.approval.api import approval_routes
 from broker.approval.approvals import ApprovalRefused, Approvals, ApprovalSettings
+from broker.approval.model import Approval
 from broker.approval.store import ApprovalStoreError, SqliteApprovalStore
 from broker.approval.webhook import ApprovalWebhook
 from broker.audit.file_sink import FileAuditSink
@@ -42,6 +44,12 @@ from broker.policy.cedar import CedarEngine
 from broker.policy.engine import LoadResult, PolicyEngine, PolicyLoadError
 from broker.policy.point import PolicyPoint, WatchedFiles
 from broker.policy.version import policy_version
+from broker.registry import Registry, build_registry
+from broker.registry.confusables import ConfusablesUnavailable
+from broker.registry.pins import LockFileError, PinStatus, load_pins
+from broker.telemetry.endpoint import metrics_route
+from broker.telemetry.metrics import APPROVAL_OUTCOMES, BrokerMetrics
+from broker.telemetry.tracing import Tracing, TracingConfig, TracingError
 from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
 
 log = logging.getLogger("broker")
@@ -99,23 +107,23 @@ class Broker:
         self.authenticator = make_authenticator(config)
         self.resource_url = resource_url(config)
         self.approvals = make_approvals(config, self.policy)
-        self.audit = make_audit(config)
-        if self.audit is not None:
-            trail = self.audit
-            if self.approvals is not None:
-                self.approvals.on_event = trail.approval
-
-            async def reloaded(result: LoadResult, previous: str, trigger: str) -> None:
-                await trail.reload(
-                    ok=result.ok,
-                    engine=self.policy.engine.name,
-                    policy_version=result.policy_version,
-                    previous=previous,
-                    trigger=trigger,
-                    message=result.message,
-                )
-
-            self.policy.on_reload = reloaded
+        self.metrics = BrokerMetrics(max_tool_labels=config.metrics.max_tool_labels)
+        self._tracing_problem: str | None = None
+        try:
+            self.tracing = Tracing(config.tracing, version=self.version)
+        except TracingError as exc:
+            self.tracing = Tracing(TracingConfig())
+            self._tracing_problem = f"tracing cannot start: {exc}"
+        self.audit = make_audit(config, self.metrics)
+        self.registry: Registry | None = None
+        self._registry_problem: str | None = None
+        try:
+            self.registry = build_registry(config.registry, [u.name for u in enabled])
+        except (LockFileError, ConfusablesUnavailable) as exc:
+            self._registry_problem = f"the tool registry cannot start: {exc}"
+        if self.approvals is not None:
+            self.approvals.on_event = self._approval_event
+        self.policy.on_reload = self._policy_reloaded
         pipeline = build_pipeline(
             self.catalog,
             self.upstreams,
@@ -124,8 +132,58 @@ class Broker:
             policy=self.policy,
             approvals=self.approvals,
             progress_interval=config.approvals.progress_interval,
+            registry=self.registry,
         )
-        self.gateway.attach(pipeline, self.upstreams, Visibility(self.policy, self.catalog), self.audit)
+        self.gateway.attach(
+            pipeline,
+            self.upstreams,
+            Visibility(self.policy, self.catalog),
+            self.audit,
+            self.registry,
+            metrics=self.metrics,
+            tracing=self.tracing,
+        )
+
+    async def _approval_event(self, event: str, approval: Approval) -> None:
+        """An approval was requested or ended: the pending gauge, then the audit record."""
+        if event == "requested":
+            self.metrics.approval_opened()
+        elif event in APPROVAL_OUTCOMES:
+            waited = (approval.decided_at or time.time()) - approval.created_at
+            self.metrics.approval_closed(event, max(0.0, waited))
+        if self.audit is not None:
+            await self.audit.approval(event, approval)
+
+    async def _policy_reloaded(self, result: LoadResult, previous: str, trigger: str) -> None:
+        """A reload was tried: pins read again (kept with the policies), metrics, the audit record."""
+        self._reload_pins()
+        engine = self.policy.engine.name
+        self.metrics.policy_reloaded(engine, ok=result.ok)
+        if result.ok:
+            self.metrics.set_build_info(
+                version=self.version, policy_version=result.policy_version, engine=engine
+            )
+        if self.audit is not None:
+            await self.audit.reload(
+                ok=result.ok,
+                engine=engine,
+                policy_version=result.policy_version,
+                previous=previous,
+                trigger=trigger,
+                message=result.message,
+            )
+
+    def _reload_pins(self) -> None:
+        """Policies reloaded: the lock file (kept with them) is read again; a broken one keeps the pins."""
+        if self.registry is None:
+            return
+        lock = Path(self.config.registry.lock_file)
+        try:
+            pins = load_pins(lock)
+        except LockFileError as exc:
+            log.error("registry: %s is not usable, keeping the pins in force:\n%s", lock, exc)
+            return
+        self.gateway.registry_reloaded(self.registry.guard.reload_pins(pins))
 
     async def _session_closed(self, session: DownstreamSession) -> None:
         await self.gateway.session_closed(session)
@@ -133,6 +191,20 @@ class Broker:
     async def start(self) -> None:
         """Open the audit trail, load the policies, start every upstream (in parallel); refuse to run
         on any problem."""
+        problems = [p for p in (self._registry_problem, self._tracing_problem) if p is not None]
+        if problems:
+            raise StartupError(problems)
+        registry = self.registry
+        if (
+            registry is not None
+            and not registry.guard.pins.servers
+            and self.config.registry.unpinned == "allow"
+        ):
+            log.warning(
+                "registry: no pins in %s: tools are checked but not pinned; "
+                "`mcp-broker registry pin -c <config>` pins them (docs/registry.md)",
+                self.config.registry.lock_file,
+            )
         if self.audit is not None:
             try:
                 await self.audit.start()
@@ -153,6 +225,12 @@ class Broker:
                 trigger="startup",
                 message="",
             )
+        self.metrics.declare(
+            servers=list(self.upstreams), engine=self.policy.engine.name, audit_sinks=("jsonl",)
+        )
+        self.metrics.set_build_info(
+            version=self.version, policy_version=self.policy.policy_version, engine=self.policy.engine.name
+        )
         if self.approvals is not None:
             try:
                 await self.approvals.start()
@@ -194,6 +272,7 @@ class Broker:
             await self.authenticator.aclose()
         if self.audit is not None:
             await self.audit.close()  # last: everything that could still be recorded has been
+        self.tracing.shutdown()  # exports the spans still batched
 
     def readiness(self) -> dict[str, Any]:
         upstreams = {
@@ -205,6 +284,7 @@ class Broker:
             "ready": self.policy.policy_version != "none" and (audit is None or audit.ready),
             "policy": self.policy.status(),
             "audit": audit.to_json() if audit is not None else {"state": "disabled"},
+            "registry": self._registry_status(),
             "catalog": {
                 "version": self.catalog.version,
                 "tools": len(self.catalog.tool_list),
@@ -214,17 +294,46 @@ class Broker:
             "sessions": len(self.sessions),
         }
 
+    def _registry_status(self) -> dict[str, Any]:
+        if self.registry is None:
+            return {"state": "disabled"}
+        verdicts = self.registry.guard.verdicts()
+        return {
+            "lock_file": str(self.config.registry.lock_file),
+            "unpinned": self.config.registry.unpinned,
+            "servers": {
+                name: {
+                    status.value: len(state.by_status(status))
+                    for status in PinStatus
+                    if state.by_status(status)
+                }
+                for name, state in self.registry.guard.states().items()
+            },
+            "quarantined": [v.to_json() for v in verdicts if v.quarantined],
+            "flagged": len([v for v in verdicts if v.flags]),
+        }
+
     def http_app(self) -> HttpApp:
         return HttpApp(self)
 
 
-def make_audit(config: BrokerConfig) -> AuditTrail | None:
+def make_audit(config: BrokerConfig, metrics: BrokerMetrics | None = None) -> AuditTrail | None:
     settings = config.audit
     if not settings.enabled:
         log.warning("audit: disabled (audit.enabled: false): no request will have a record")
         return None
     signer = CheckpointSigner.from_pem_file(settings.signing_key) if settings.signing_key else None
-    sink = FileAuditSink(settings, signer=signer)
+    on_write = None
+    if metrics is not None:
+        observed = metrics
+
+        def on_write(records: int, seconds: float, ok: bool) -> None:
+            if ok:
+                observed.observe_audit_write(seconds)
+            else:
+                observed.audit_write_failed()
+
+    sink = FileAuditSink(settings, signer=signer, on_write=on_write)
     return AuditTrail(sink, SecretRedactor(), include_request=settings.include_request)
 
 
@@ -411,6 +520,11 @@ class HttpApp:
                 Route("/healthz", healthz),
                 Route("/readyz", readyz),
                 Route("/admin/policy/reload", reload_policy, methods=["POST"]),
+                *(
+                    [metrics_route(broker.metrics, broker.config.metrics.path)]
+                    if broker.config.metrics.enabled
+                    else []
+                ),
                 *(approval_routes(broker.approvals, approver_of(broker)) if broker.approvals else ()),
                 *(Route(path, resource_metadata) for path in metadata_paths),
             ]

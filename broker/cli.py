@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 import sys
-import time
 from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -26,22 +25,10 @@ from broker.audit.cli import add_audit_commands
 from broker.config import BrokerConfig, ConfigError, load_config
 from broker.identity.principal import Principal
 from broker.policytools.cli import add_policy_commands
+from broker.registry.cli import add_registry_commands
+from broker.telemetry.logging import JsonLogFormatter
 
 EXIT_CONFIG = 2
-
-
-class JsonLogFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -357,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub)
     add_approval_commands(sub)
     add_audit_commands(sub)
+    add_registry_commands(sub)
     return parser
 
 

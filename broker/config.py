@@ -44,6 +44,8 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unus
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
 
 from broker.audit.config import AuditConfig
+from broker.registry.settings import RegistrySettings, registry_settings
+from broker.telemetry.tracing import TracingConfig, TracingError
 
 __all__ = [
     "DEFAULT_CHILD_ENV_VARS",
@@ -391,6 +393,15 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics: the route, and how many tool label values are kept (cardinality)."""
+
+    enabled: bool = True
+    path: str = "/metrics"
+    max_tool_labels: int = 500
+
+
+@dataclass(frozen=True)
 class OpaConfig:
     """How the broker reaches OPA: a sidecar it runs itself (managed) or an existing one (external)."""
 
@@ -531,6 +542,9 @@ class BrokerConfig:
     identity: IdentityConfig = IdentityConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
     audit: AuditConfig = field(default_factory=_default_audit)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     source: Path | None = None
 
     def upstream(self, name: str) -> UpstreamConfig:
@@ -928,16 +942,20 @@ def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 def _build_config(data: Mapping[str, Any], ctx: _Builder, origin: Path | None) -> BrokerConfig:
     upstreams = cast(Mapping[str, Any], data["upstreams"])
+    policy = _build_policy(_section(data, "policy"), ctx)
     return BrokerConfig(
         server=_build_server(_section(data, "server")),
         http=_build_http(_section(data, "http"), ctx),
         catalog=CatalogConfig(page_size=int(_section(data, "catalog").get("page_size", 0))),
         logging=_build_logging(_section(data, "logging")),
         upstreams=tuple(_build_upstream(name, raw, ctx) for name, raw in upstreams.items()),
-        policy=_build_policy(_section(data, "policy"), ctx),
+        policy=policy,
         identity=_build_identity(_section(data, "identity"), ctx),
         approvals=_build_approvals(_section(data, "approvals"), ctx),
         audit=_build_audit(_section(data, "audit"), ctx),
+        registry=_build_registry(_section(data, "registry"), policy.path, ctx),
+        metrics=_build_metrics(_section(data, "metrics")),
+        tracing=_build_tracing(_section(data, "tracing"), ctx),
         source=origin,
     )
 
@@ -987,6 +1005,53 @@ def _build_policy(raw: Mapping[str, Any], ctx: _Builder) -> PolicyConfig:
         watch_interval=float(raw.get("watch_interval", defaults.watch_interval)),
         opa=opa,
     )
+
+
+def _build_registry(raw: Mapping[str, Any], policy_dir: Path, ctx: _Builder) -> RegistrySettings:
+    """The registry section; while no lock file exists, unpinned items are allowed unless the
+    config says otherwise (pinning starts with `mcp-broker registry pin`: docs/registry.md)."""
+    try:
+        settings = registry_settings(raw, policy_dir, ctx.base_dir)
+    except ValueError as exc:
+        ctx.report(("registry",), str(exc))
+        return RegistrySettings(lock_file=policy_dir / "registry.lock.yaml")
+    if "unpinned" not in raw and not Path(settings.lock_file).exists():
+        settings = dataclasses.replace(settings, unpinned="allow")
+    return settings
+
+
+def _build_metrics(raw: Mapping[str, Any]) -> MetricsConfig:
+    defaults = MetricsConfig()
+    return MetricsConfig(
+        enabled=bool(raw.get("enabled", defaults.enabled)),
+        path=str(raw.get("path", defaults.path)),
+        max_tool_labels=int(raw.get("max_tool_labels", defaults.max_tool_labels)),
+    )
+
+
+def _build_tracing(raw: Mapping[str, Any], ctx: _Builder) -> TracingConfig:
+    """The tracing section; export headers (a collector's key) are resolved once, at start."""
+    path: JsonPath = ("tracing",)
+    defaults = TracingConfig()
+    headers: dict[str, str] = {}
+    raw_headers = cast(Mapping[str, Any] | None, raw.get("headers"))
+    for name, value in ctx.values(raw_headers, (*path, "headers")).items():
+        with contextlib.suppress(SecretUnavailable):  # already reported by ctx.values
+            headers[name] = resolve_value(value)
+    try:
+        return TracingConfig(
+            enabled=bool(raw.get("enabled", defaults.enabled)),
+            endpoint=cast(str | None, raw.get("endpoint", defaults.endpoint)),
+            protocol=raw.get("protocol", defaults.protocol),
+            service_name=str(raw.get("service_name", defaults.service_name)),
+            sample_ratio=ctx.number(raw, "sample_ratio", defaults.sample_ratio, path),
+            headers=MappingProxyType(headers),
+            timeout=ctx.number(raw, "timeout", defaults.timeout, path),
+            accept_incoming=bool(raw.get("accept_incoming", defaults.accept_incoming)),
+        )
+    except TracingError as exc:
+        ctx.report(path, str(exc))
+        return defaults
 
 
 def _build_audit(raw: Mapping[str, Any], ctx: _Builder) -> AuditConfig:

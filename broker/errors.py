@@ -6,9 +6,12 @@ BrokerError
 │   ├── InvalidRequest        malformed JSON-RPC envelope            -32600
 │   ├── MethodNotFound        method the broker does not serve       -32601
 │   ├── InvalidParams         params of the wrong shape              -32602
+│   │   └── InvalidArguments  arguments break the tool's inputSchema or a cap
 │   ├── UnknownTool           no such tool in the catalog            -32602
 │   ├── UnknownPrompt         no such prompt in the catalog          -32602
 │   ├── UnknownResource       no upstream owns that URI              -32002
+│   ├── ToolQuarantined       the registry holds the tool back       -32001
+│   ├── InvalidToolSchema     the tool's inputSchema is unusable     -32602
 │   ├── UpstreamUnavailable   the owning upstream is down            -32000
 │   ├── ClientCapabilityMissing  the caller cannot receive what an upstream asked
 │   ├── AuthenticationRequired  no verified credential               -32001
@@ -18,7 +21,7 @@ BrokerError
 │   ├── ApprovalDenied        the approver said no                   -32001
 │   ├── ApprovalExpired       nobody decided in time                 -32001
 │   ├── ApprovalCancelled     the caller cancelled or went away      -32001
-│   ├── ApprovalUnavailable   approvals cannot be stored: deny        -32001
+│   ├── ApprovalUnavailable   approvals cannot be stored: deny       -32001
 │   └── PolicyFailure         the engine could not decide: deny      -32001
 ├── UpstreamError             the upstream failed while handling the request
 │   ├── UpstreamTimeout       no answer before the deadline          -32000
@@ -124,6 +127,27 @@ class PolicyDenied(Rejection):
 class ApprovalRequired(Rejection):
     code = ACCESS_DENIED
     reason = "approval_required"
+
+
+class InvalidArguments(InvalidParams):
+    """The arguments break the tool's inputSchema or a payload cap; `data` names field and rule."""
+
+    code = INVALID_PARAMS
+    reason = "invalid_arguments"
+
+
+class InvalidToolSchema(Rejection):
+    """The upstream's inputSchema cannot be used to check arguments: refused (fail closed)."""
+
+    code = INVALID_PARAMS
+    reason = "invalid_tool_schema"
+
+
+class ToolQuarantined(Rejection):
+    """The tool's definition drifted from its pin, is not pinned, or was flagged: not callable."""
+
+    code = ACCESS_DENIED
+    reason = "tool_quarantined"
 
 
 class ApprovalDenied(Rejection):

@@ -261,6 +261,7 @@ def request_record(
         "decision": decision_json(call.decision),
         "approval": approval.to_json(redactor) if approval is not None else None,
         "listing": dict(listing) if listing is not None else None,
+        "result_guard": call.result_guard,
         "outcome": {
             "status": outcome.status,
             "latency_ms": None if outcome.latency_ms is None else round(outcome.latency_ms, 3),

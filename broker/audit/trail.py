@@ -12,6 +12,7 @@ request is refused anyway, the reload happened anyway.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -27,8 +28,10 @@ from broker.audit.records import (
 )
 from broker.audit.redact import Redactor
 from broker.audit.sink import AuditSink, AuditUnavailable, SinkStatus
+from broker.audit.timefmt import FORMAT_VERSION, iso_time
 from broker.gateway.call import Call
 from broker.identity.principal import Principal
+from broker.registry.guard import ListingCheck
 
 log = logging.getLogger("broker.audit")
 
@@ -102,6 +105,21 @@ class AuditTrail:
             return  # `used` shows in the request record of the call that used the grant
         name = cast(ApprovalEventName, event)
         await self._sink.append(approval_event_record(approval, name, redactor=self._redactor))
+
+    async def registry(self, check: ListingCheck) -> None:
+        """Items the tool registry quarantined or released (a definition drifted, a pin arrived)."""
+        record = {
+            "v": FORMAT_VERSION,
+            "kind": "registry",
+            "time": iso_time(time.time()),
+            "server": check.server,
+            "quarantined": [v.to_json() for v in check.newly_quarantined],
+            "released": [v.to_json() for v in check.released],
+        }
+        try:
+            await self._sink.append(record)
+        except AuditUnavailable as exc:
+            log.error("audit: a registry change could not be recorded: %s", exc.message)
 
     async def auth_failure(
         self,

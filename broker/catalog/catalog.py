@@ -49,6 +49,11 @@ class UpstreamOffer:
     tenants: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     tool_tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    hidden: frozenset[tuple[str, str]] = frozenset()
+    """(kind, upstream name) of items the tool registry quarantines: never listed or callable,
+    still counted for name clashes (two upstreams claiming a name is a problem either way)."""
+    fields: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    """(kind, upstream name) → extra fields of the item's resource document (`pinned`, `flags`)."""
 
     def tags_for(self, name: str) -> list[str]:
         extra = [t for t in self.tool_tags.get(name, ()) if t not in self.tags]
@@ -73,6 +78,7 @@ class _Index:
     templates: list[tuple[UriTemplate, str]] = field(default_factory=list)  # un-namespaced only
     template_routes: dict[str, ResourceRoute] = field(default_factory=dict)  # public template → owner
     problems: list[str] = field(default_factory=list)
+    claimed: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, public name) → upstream
 
 
 class Catalog:
@@ -131,16 +137,20 @@ class Catalog:
                     index.problems.append(f"upstream {offer.name} lists a {kind} without a name; ignored")
                     continue
                 public = public_name(offer.name, original, ns)
-                clash = table.get(public)
-                if clash is not None:
+                owner = index.claimed.get((kind, public))
+                if owner is not None:
                     index.problems.append(
-                        f"{kind} name {public!r} is exposed by both upstream {clash.upstream!r} "
-                        f"and upstream {offer.name!r}; keeping {clash.upstream!r}'s. "
+                        f"{kind} name {public!r} is exposed by both upstream {owner!r} "
+                        f"and upstream {offer.name!r}; keeping {owner!r}'s. "
                         f"Turn namespacing on for one of them."
                     )
                     continue
+                index.claimed[(kind, public)] = offer.name
+                if (kind, original) in offer.hidden:
+                    continue
                 definition = dict(item, name=public) if ns else item
                 described = _describe(kind, public, original, offer, item)
+                described.update(offer.fields.get((kind, original), {}))
                 table[public] = Entry(public, offer.name, original, definition, described)
         for resource in offer.resources:
             uri = resource.get("uri")
@@ -159,11 +169,12 @@ class Catalog:
             index.resource_list.append(dict(resource, uri=public) if ns else resource)
         for template in offer.resource_templates:
             pattern = template.get("uriTemplate")
-            if not isinstance(pattern, str):
+            if not isinstance(pattern, str) or ("resource_template", pattern) in offer.hidden:
                 continue
             public_pattern = public_uri(offer.name, pattern, ns)
             index.template_list.append(dict(template, uriTemplate=public_pattern) if ns else template)
             described = resource_descriptor(public_pattern, offer.name, offer.tenants, offer.tags)
+            described.update(offer.fields.get(("resource_template", pattern), {}))
             index.template_routes.setdefault(
                 public_pattern, ResourceRoute(offer.name, pattern, ns, described)
             )

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -253,10 +255,12 @@ class McpEndpoint:
                 send, status, jsonrpc.dumps(jsonrpc.simple_error(None, INVALID_REQUEST, message)), []
             )
             return
+        arrival = Arrival(time.time_ns())
         principal: Principal | None = None
         if self._authenticator is not None:
             try:
                 principal = (await self._authenticator.authenticate(headers.get("authorization"))).principal
+                arrival.authenticated = ("bearer", arrival.at_ns, time.time_ns())
             except Unauthenticated as exc:
                 await self._audit_refusal(scope, headers, "unauthenticated", exc.description)
                 await self._challenge(send, 401, exc.description, invalid_token=exc.invalid_token)
@@ -268,7 +272,7 @@ class McpEndpoint:
         method = scope["method"]
         try:
             if method == "POST":
-                await self._post(scope, receive, send, headers, principal)
+                await self._post(scope, receive, send, headers, principal, arrival)
             elif method == "GET":
                 await self._get(receive, send, headers, principal)
             elif method == "DELETE":
@@ -316,6 +320,9 @@ class McpEndpoint:
         description: str,
         scopes: tuple[str, ...] = (),
     ) -> None:
+        metrics = self._gateway.metrics
+        if metrics is not None:
+            metrics.authentication_failed(reason)
         if self._audit is None:
             return
         client = scope.get("client")
@@ -392,7 +399,13 @@ class McpEndpoint:
     # -- POST ------------------------------------------------------------------------------
 
     async def _post(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        principal: Principal | None,
+        arrival: Arrival,
     ) -> None:
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
@@ -425,17 +438,23 @@ class McpEndpoint:
             return
         version = headers.get("mcp-protocol-version")
         if version is None or version in HANDSHAKE_VERSIONS:
-            await self._post_handshake(receive, send, headers, message, principal)
+            await self._post_handshake(receive, send, headers, message, principal, arrival)
         elif version in MODERN_VERSIONS or _has_envelope(message):
             # The SDK's ladder then says precisely what is wrong (mismatch, unsupported version).
-            await self._post_modern(scope, receive, send, headers, message, principal)
+            await self._post_modern(scope, receive, send, headers, message, principal, arrival)
         else:
             rejection = unsupported_protocol_version_rejection(version, SUPPORTED_VERSIONS)
             assert rejection is not None
             await _send_rejection(send, rejection, _id_of(message))
 
     async def _post_handshake(
-        self, receive: Receive, send: Send, headers: dict[str, str], message: Any, principal: Principal | None
+        self,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        message: Any,
+        principal: Principal | None,
+        arrival: Arrival,
     ) -> None:
         problem = jsonrpc.envelope_problem(message)
         if problem is not None:
@@ -487,6 +506,9 @@ class McpEndpoint:
             client_capabilities=session.client_capabilities,
             principal=principal,
             credential=self._credential(headers),
+            trace_headers=_trace_headers(headers),
+            authenticated=arrival.authenticated,
+            arrived_ns=arrival.at_ns,
         )
         watch = DisconnectWatch(receive, cancel=False) if call.method in _ROUTED_METHODS else None
         call.disconnected = watch.event if watch is not None else None
@@ -547,6 +569,7 @@ class McpEndpoint:
         headers: dict[str, str],
         message: Any,
         principal: Principal | None,
+        arrival: Arrival,
     ) -> None:
         problem = jsonrpc.envelope_problem(message)
         if problem is not None or "method" not in message:
@@ -591,6 +614,9 @@ class McpEndpoint:
             client_capabilities=capabilities,
             principal=principal,
             credential=self._credential(headers),
+            trace_headers=_trace_headers(headers),
+            authenticated=arrival.authenticated,
+            arrived_ns=arrival.at_ns,
         )
         if method == "subscriptions/listen":
             await self._listen(receive, send, call)
@@ -860,3 +886,20 @@ def _loopback_origin(origin: str) -> bool:
         and not parts.path
         and (parts.hostname or "") in LOOPBACK_NAMES
     )
+
+
+@dataclass(slots=True)
+class Arrival:
+    """When a request arrived, and how long verifying its credential took (for its span)."""
+
+    at_ns: int
+    authenticated: tuple[str, int, int] | None = None
+
+
+def _trace_headers(headers: dict[str, str]) -> dict[str, str] | None:
+    """The caller's W3C trace context headers, if any (validated where they are read)."""
+    parent = headers.get("traceparent")
+    if parent is None:
+        return None
+    state = headers.get("tracestate")
+    return {"traceparent": parent, "tracestate": state} if state is not None else {"traceparent": parent}

@@ -10,6 +10,7 @@ from broker.gateway.sessions import DownstreamSession
 from broker.identity.principal import Principal
 from broker.jsonrpc import RequestId
 from broker.policy.decision import Decision
+from broker.telemetry.spans import NO_TRACE, RequestTrace
 from broker.upstream.connection import Relay
 
 if TYPE_CHECKING:
@@ -53,6 +54,16 @@ class Call:
     """How long the upstream took (set by forward; the audit record carries it)."""
     listed: int | None = None
     """For a list: how many items the caller was shown (the audit record carries it)."""
+    result_guard: dict[str, Any] | None = None
+    """What guard-out found or redacted in the result (codes and counts, never values)."""
+    trace: RequestTrace = NO_TRACE
+    """The request's span (a shared no-op while tracing is off); stages open their steps on it."""
+    trace_headers: dict[str, str] | None = None
+    """The caller's W3C `traceparent`/`tracestate` HTTP headers, if it sent them."""
+    authenticated: tuple[str, int, int] | None = None
+    """How and when the front verified the caller's credential: (method, start ns, end ns)."""
+    arrived_ns: int | None = None
+    """When the front received the request (`time.time_ns()`): the request span starts there."""
 
     @property
     def progress_token(self) -> Any:

@@ -30,9 +30,20 @@ from broker.identity.principal import Principal
 from broker.jsonrpc import Message
 from broker.policy.request import CallFacts
 from broker.protocol import CAPABILITY_FOR_REQUEST, LATEST_MODERN, SUBSCRIPTION_ID_KEY, negotiate_handshake
+from broker.registry import Registry
+from broker.registry.canonical import KIND_SINGULAR, KINDS, item_key
+from broker.registry.guard import ListingCheck
+from broker.telemetry.metrics import BrokerMetrics
+from broker.telemetry.outcome import call_outcome
+from broker.telemetry.tracing import Tracing, TracingConfig
 from broker.upstream.connection import PendingCall, Relay, UpstreamConnection, UpstreamRpcError
 from broker.upstream.listing import UpstreamListing
 from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
+
+OBSERVED_METHODS = frozenset(
+    {"tools/call", "prompts/get", "resources/read", "completion/complete", "resources/subscribe"}
+)
+"""The routed requests `mcp_broker_calls_total` counts (lists are answered from the catalog)."""
 
 log = logging.getLogger("broker.gateway")
 
@@ -93,6 +104,9 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.visibility: Visibility | None = None
         self.audit: AuditTrail | None = None
+        self.registry: Registry | None = None
+        self.metrics: BrokerMetrics | None = None
+        self.tracing = Tracing(TracingConfig())  # off until attach() gives the configured one
         self.upstreams: dict[str, UpstreamSupervisor] = {}
         self.listens: set[ListenStream] = set()
         self.continuations = ContinuationStore()
@@ -120,11 +134,18 @@ class Gateway:
         upstreams: Mapping[str, UpstreamSupervisor],
         visibility: Visibility,
         audit: AuditTrail | None = None,
+        registry: Registry | None = None,
+        metrics: BrokerMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.upstreams = dict(upstreams)
         self.visibility = visibility
         self.audit = audit
+        self.registry = registry
+        self.metrics = metrics
+        if tracing is not None:
+            self.tracing = tracing
 
     # -- handshake and discovery ------------------------------------------------------------
 
@@ -163,6 +184,32 @@ class Gateway:
         handler = self._handlers.get(call.method)
         if handler is None:
             raise MethodNotFound(f"Method not found: {call.method!r} is not served by this broker")
+        trace = self.tracing.request(
+            method=call.method,
+            request_id=call.request_id,
+            transport=call.transport,
+            protocol_version=call.protocol_version,
+            session_id=call.session.id if call.session is not None else None,
+            meta=call.params.get("_meta"),
+            headers=call.trace_headers,
+            start_time_ns=call.arrived_ns,
+        )
+        call.trace = trace
+        with trace:
+            if call.authenticated is not None:
+                trace.record_authentication(*call.authenticated)
+            result: dict[str, Any] | None = None
+            try:
+                result = await self._handle(call, handler)
+                return result
+            except BaseException as exc:
+                self._observe(call, None, exc)
+                raise
+            finally:
+                if result is not None:
+                    self._observe(call, result, None)
+
+    async def _handle(self, call: Call, handler: Callable[[Call], Any]) -> dict[str, Any]:
         assert self.pipeline is not None
         if self.audit is None or call.method not in AUDITED_METHODS:
             await self.pipeline.identify(call)
@@ -180,12 +227,43 @@ class Gateway:
         await asyncio.shield(self._record(call, result, None))
         return result
 
+    def _observe(self, call: Call, result: dict[str, Any] | None, error: BaseException | None) -> None:
+        """How the request ended, for its span and the metrics (the audit record has its own)."""
+        outcome = call_outcome(result, error)
+        trace = call.trace
+        principal = call.principal
+        if principal is not None:
+            trace.set_principal(principal.id, principal.tenant)
+        target = call.target
+        public = None
+        if target is not None:
+            if target.kind in ("tool", "prompt"):
+                public = str(target.resource.get("id", target.name))
+            trace.set_target(target.upstream, public)
+        trace.outcome(outcome.outcome, fault=outcome.fault)
+        metrics = self.metrics
+        if metrics is None or call.method not in OBSERVED_METHODS:
+            return
+        decision = call.decision
+        server = target.upstream if target is not None else None
+        metrics.observe_call(
+            server=server,
+            tool=public,
+            effect=decision.effect.value if decision is not None else "none",
+            outcome=outcome.outcome,
+            method=call.method,
+        )
+        if decision is not None:
+            metrics.observe_decision(decision.engine, decision.latency_ms / 1000)
+        if server is not None and call.upstream_ms is not None:
+            metrics.observe_upstream(server, call.upstream_ms / 1000)
+
     async def _record(self, call: Call, result: dict[str, Any] | None, error: BaseException | None) -> None:
         assert self.audit is not None
         if isinstance(error, asyncio.CancelledError) and call.decision is None:
             return  # cancelled before anything was decided: nothing happened to record
         listing = {"visible": call.listed} if call.listed is not None else None
-        await self.audit.request(call, result, error, listing=listing)
+        await self.audit.request(call, result, error, listing=listing, trace_id=call.trace.trace_id)
 
     async def handle_stateless(self, call: Call, waiter: Relay) -> dict[str, Any]:
         """A stateless-era request: what an upstream asks the caller becomes an InputRequiredResult round."""
@@ -442,22 +520,82 @@ class Gateway:
             self.catalog.resource_list,
             self.catalog.template_list,
         )
-        problems = self.catalog.set_offer(
-            UpstreamOffer(
-                upstream.name,
-                upstream.config.namespace,
-                listing.tools,
-                listing.resources,
-                listing.resource_templates,
-                listing.prompts,
-                tenants=upstream.config.tenants,
-                tags=upstream.config.tags,
-                tool_tags=upstream.config.tool_tags,
+        if self.registry is not None:
+            check = self.registry.guard.check_listing(
+                upstream.name, listing, namespace=upstream.config.namespace
             )
-        )
+            self._registry_changed(check)
+            for other in sorted(check.affected_servers - {upstream.name}):
+                self._reoffer(other)
+        problems = self.catalog.set_offer(self._offer(upstream, listing))
         for problem in problems:
             log.error("catalog: %s", problem)
         self._announce_changes(before)
+
+    def _offer(self, upstream: UpstreamSupervisor, listing: UpstreamListing) -> UpstreamOffer:
+        """What the catalog gets of an upstream: with the tool registry, without the items it
+        holds back, and with each item's `pinned` and `flags` for policies."""
+        hidden: set[tuple[str, str]] = set()
+        fields: dict[tuple[str, str], dict[str, Any]] = {}
+        if self.registry is not None:
+            guard = self.registry.guard
+            for kind in KINDS:
+                singular = KIND_SINGULAR[kind]
+                for item in getattr(listing, kind):
+                    key = item_key(kind, item)
+                    if key is None:
+                        continue
+                    verdict = guard.verdict(upstream.name, kind, key)
+                    if verdict is None or verdict.quarantined:
+                        hidden.add((singular, key))
+                    else:
+                        fields[(singular, key)] = verdict.resource_fields()
+        return UpstreamOffer(
+            upstream.name,
+            upstream.config.namespace,
+            listing.tools,
+            listing.resources,
+            listing.resource_templates,
+            listing.prompts,
+            tenants=upstream.config.tenants,
+            tags=upstream.config.tags,
+            tool_tags=upstream.config.tool_tags,
+            hidden=frozenset(hidden),
+            fields=fields,
+        )
+
+    def _reoffer(self, name: str) -> None:
+        upstream = self.upstreams.get(name)
+        if upstream is not None and upstream.state is UpstreamState.READY:
+            self.catalog.set_offer(self._offer(upstream, upstream.listing))
+
+    def registry_reloaded(self, checks: list[ListingCheck]) -> None:
+        """New pins: every upstream's items are judged again, lists change accordingly."""
+        before = (
+            self.catalog.tool_list,
+            self.catalog.prompt_list,
+            self.catalog.resource_list,
+            self.catalog.template_list,
+        )
+        for check in checks:
+            self._registry_changed(check)
+        for name in self.upstreams:
+            self._reoffer(name)
+        self._announce_changes(before)
+
+    def _registry_changed(self, check: ListingCheck) -> None:
+        for verdict in check.newly_quarantined:
+            log.warning(
+                "registry: %s %s of upstream %s quarantined: %s",
+                verdict.kind,
+                verdict.key,
+                verdict.server,
+                verdict.reason,
+            )
+        for verdict in check.released:
+            log.info("registry: %s %s of upstream %s released", verdict.kind, verdict.key, verdict.server)
+        if self.audit is not None and (check.newly_quarantined or check.released):
+            self._spawn(self.audit.registry(check))
 
     def upstream_down(self, upstream: UpstreamSupervisor, reason: str) -> None:
         if upstream.name in self._removals:

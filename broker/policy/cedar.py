@@ -39,6 +39,7 @@ from broker.policy.cedar_source import PolicyFiles, read_policy_files
 from broker.policy.decision import Decision, Effect, Reason
 from broker.policy.engine import AuthzRequest, LoadResult, PolicyLoadError
 from broker.policy.version import policy_version
+from broker.registry.obligations import obligations_from_annotations
 
 log = logging.getLogger("broker.policy.cedar")
 
@@ -59,6 +60,8 @@ class _Loaded:
     """Positional ids of the @approval policies: the only denials an approval can lift."""
     context_keys: frozenset[str] | None
     """The context attributes the policies read (None: they use `context` as a whole)."""
+    obligations: dict[str, tuple[dict[str, Any], ...]]
+    """Positional policy id → the duties a permit puts on an allowed result (@redact, @result_scan)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,15 @@ class CedarEngine:
         policies = cedarpy.PolicySet.from_str(files.text)
         version = policy_version(self._dir, [*files.files, self._schema_path])
         reasons = {}
+        obligations: dict[str, tuple[dict[str, Any], ...]] = {}
         for i, src in enumerate(files.sources):
+            try:
+                duties = obligations_from_annotations(src.annotations)
+            except ValueError as exc:
+                problems.append(f"{src.where(root)}: {exc}")
+                continue
+            if duties:
+                obligations[f"policy{i}"] = tuple(duties)
             reuse = _seconds(src.annotations.get("approval_reuse", "0"))
             if reuse is None:
                 problems.append(
@@ -151,7 +162,10 @@ class CedarEngine:
         gates = frozenset(
             f"policy{i}" for i, src in enumerate(files.sources) if "approval" in src.annotations
         )
-        return _Loaded(policies, schema, files, version, reasons, gates, context_keys(files.text)), []
+        loaded = _Loaded(
+            policies, schema, files, version, reasons, gates, context_keys(files.text), obligations
+        )
+        return loaded, []
 
     # -- deciding ---------------------------------------------------------------------------------
 
@@ -266,7 +280,8 @@ class CedarEngine:
         if failure is not None:
             return failure
         if first.decision == "Allow":
-            return Decision(Effect.ALLOW, _reasons(loaded, first), self.name, loaded.version)
+            duties = tuple(d for r in first.reasons for d in loaded.obligations.get(r, ()))
+            return Decision(Effect.ALLOW, _reasons(loaded, first), self.name, loaded.version, duties)
         denied_by = _reasons(loaded, first)
         only_gates = bool(first.reasons) and all(r in loaded.gates for r in first.reasons)
         if granted_already or not only_gates:
@@ -511,9 +526,10 @@ def cedar_request(request: AuthzRequest, keys: frozenset[str] | None = None) -> 
 def _resource_attrs(resource: Mapping[str, Any]) -> dict[str, Any]:
     kind = resource["type"]
     tags = list(resource.get("tags") or ())
+    attrs: dict[str, Any]
     if kind == "Tool":
         hints = resource.get("annotations") or {}
-        return {
+        attrs = {
             "name": resource.get("name", resource["id"]),
             "server": resource.get("server", ""),
             "readOnlyHint": bool(hints.get("readOnlyHint", False)),
@@ -522,13 +538,22 @@ def _resource_attrs(resource: Mapping[str, Any]) -> dict[str, Any]:
             "openWorldHint": bool(hints.get("openWorldHint", True)),
             "tags": tags,
         }
-    if kind == "Resource":
-        return {
+    elif kind == "Resource":
+        attrs = {
             "uri": resource.get("uri", resource["id"]),
             "server": resource.get("server", ""),
             "tags": tags,
         }
-    return {"name": resource.get("name", resource["id"]), "server": resource.get("server", ""), "tags": tags}
+    else:
+        attrs = {
+            "name": resource.get("name", resource["id"]),
+            "server": resource.get("server", ""),
+            "tags": tags,
+        }
+    if "pinned" in resource:  # the tool registry's verdict (optional attributes)
+        attrs["pinned"] = bool(resource["pinned"])
+        attrs["flags"] = [str(f) for f in resource.get("flags") or ()]
+    return attrs
 
 
 def argument_tags(arguments: Any, prefix: str = "") -> dict[str, dict[str, Any]]:

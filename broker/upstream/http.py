@@ -23,6 +23,7 @@ from mcp.shared.inbound import encode_header_value
 
 from broker.jsonrpc import Message, RequestId, is_request
 from broker.protocol import PROTOCOL_VERSION_KEY
+from broker.telemetry.propagation import headers_from_meta
 from broker.upstream.auth import UpstreamAuth
 from broker.upstream.sse import SSEDecoder
 from broker.upstream.transport import OnClose, OnMessage, TransportError
@@ -63,6 +64,12 @@ def quick_ack(resp: httpx2.Response) -> None:
     if option is not None and sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+
+
+def trace_headers(message: Message) -> dict[str, str]:
+    """The W3C trace context of a request's `_meta`, as HTTP headers (what HTTP servers read)."""
+    params = message.get("params")
+    return headers_from_meta(params.get("_meta")) if isinstance(params, dict) else {}
 
 
 def stateless_headers(message: Message) -> dict[str, str]:
@@ -134,6 +141,7 @@ class StreamableHttpTransport:
         related: RequestId | None = message["id"] if is_request(message) else None
         headers = await self._request_headers()
         headers.update(stateless_headers(message))
+        headers.update(trace_headers(message))
         request = self._http.build_request("POST", self.url, content=orjson.dumps(message), headers=headers)
         resp: httpx2.Response | None = None
         chunks: AsyncIterator[bytes] | None = None
@@ -405,7 +413,11 @@ class LegacySseTransport:
             resp = await self._http.post(
                 self._endpoint,
                 content=orjson.dumps(message),
-                headers={**await self._auth.headers(), "Content-Type": "application/json"},
+                headers={
+                    **await self._auth.headers(),
+                    "Content-Type": "application/json",
+                    **trace_headers(message),
+                },
             )
             if resp.status_code >= 400:
                 raise TransportError(

@@ -144,7 +144,7 @@ async def test_results_pass_through_unchanged(demo: BrokerProcess, mode: str) ->
     calls: list[tuple[str, dict[str, Any]]] = [
         ("big_text", {"size": 1_000_000}),
         ("structured_error", {}),
-        ("structured", {}),
+        ("structured", {"count": 3}),
         ("image", {"w": 8, "h": 8}),
         ("mixed", {}),
     ]

@@ -350,8 +350,11 @@ async def test_filesystem(setup: Setup, mode: str, tmp_path: Path) -> None:
         )
         assert missing.get("isError") is True, missing
         assert "ENOENT" in text_of(missing), missing
-        invalid = await same_through_broker(broker, direct, "fs", "read_text_file", {})
-        assert invalid.get("isError") is True or "error" in invalid, invalid
+        # Arguments that break the tool's inputSchema stop at the broker (guard-in), named.
+        invalid = await outcome(broker, "fs__read_text_file", {})
+        assert invalid["error"]["code"] == -32602, invalid
+        assert invalid["error"]["data"]["reason"] == "invalid_arguments", invalid
+        assert "path" in invalid["error"]["message"], invalid
 
         allowed = await same_through_broker(broker, direct, "fs", "list_allowed_directories", {})
         assert str(setup.fsroot) in text_of(allowed), allowed
@@ -397,8 +400,9 @@ async def test_memory(setup: Setup, mode: str, tmp_path: Path) -> None:
         direct_graph = await outcome(direct, "read_graph", {})
         assert direct_graph["structuredContent"] == {"entities": entities, "relations": [relation]}
 
-        invalid = await same_through_broker(broker, direct, "memory", "open_nodes", {"names": "not-a-list"})
-        assert invalid.get("isError") is True or "error" in invalid, invalid
+        invalid = await outcome(broker, "memory__open_nodes", {"names": "not-a-list"})
+        assert invalid["error"]["data"]["reason"] == "invalid_arguments", invalid
+        assert "names" in invalid["error"]["message"], invalid
 
     lines = (setup.root / "memory.jsonl").read_text(encoding="utf-8")
     assert f'"broker-{mode}"' in lines  # the broker's instance wrote where MEMORY_FILE_PATH said

@@ -246,7 +246,8 @@ def test_unknown_key_suggests_the_closest_name(tmp_path: Path) -> None:
 def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path: Path) -> None:
     assert problems("zzz: 1\n" + MINIMAL, tmp_path) == [
         "broker.yaml:1: (top level): unknown key 'zzz' "
-        "(allowed: approvals, audit, catalog, http, identity, logging, policy, server, upstreams)"
+        "(allowed: approvals, audit, catalog, http, identity, logging, metrics, policy, registry, server, "
+        "tracing, upstreams)"
     ]
 
 

@@ -99,10 +99,12 @@ class Approve:
         )
         call.approval = approval
         if approval.status is ApprovalStatus.PENDING:
-            if await self._caller_may_decide(call, approvals, approval):
-                approval = await self._ask_caller(call, approvals, approval)
-            else:
-                approval = await self._wait_for_approver(call, approvals, approval)
+            with call.trace.approval_wait(approval.id) as step:
+                if await self._caller_may_decide(call, approvals, approval):
+                    approval = await self._ask_caller(call, approvals, approval)
+                else:
+                    approval = await self._wait_for_approver(call, approvals, approval)
+                step.outcome(approval.status.value)
             call.approval = approval
         if approval.status is not ApprovalStatus.APPROVED:
             raise ended(approval)

@@ -35,13 +35,27 @@ class Decide:
                 ACTION_FOR_METHOD[call.method],
                 call.target.resource,
                 arguments_of(call),
-                CallFacts(call.transport, call.protocol_version, call.session.id if call.session else None),
+                CallFacts(
+                    call.transport,
+                    call.protocol_version,
+                    call.session.id if call.session else None,
+                    call.trace.trace_id,
+                ),
             )
         except (TypeError, ValueError) as exc:  # not JSON a policy can judge: never evaluated, never sent
             raise InvalidParams(f"{call.method}: the arguments cannot be evaluated: {exc}") from None
         call.argument_digest = summary.digest
         call.authz_request = request
-        decision = await self._policy.engine.decide(request)
+        engine = self._policy.engine
+        with call.trace.decision(engine.name) as step:
+            decision = await engine.decide(request)
+            step.record_decision(
+                effect=decision.effect.value,
+                policy_version=decision.policy_version,
+                policy_ids=[r.id for r in decision.reasons],
+                decision_id=decision.decision_id,
+                failed=decision.error is not None,
+            )
         call.decision = decision
         if decision.effect is Effect.DENY:
             raise rejection(decision)

@@ -40,17 +40,27 @@ class Forward:
         conn = await upstream.connection_for(
             key, tenant=principal.tenant if principal else None, subject_token=call.credential
         )
-        started = time.perf_counter()
-        try:
-            reply = await conn.request(
-                call.method,
-                upstream_params(call.method, call.params, target),
-                timeout=upstream.config.timeouts.call,
-                relay=call.relay,
-                caller_progress_token=call.progress_token,
-            )
-        finally:
-            call.upstream_ms = (time.perf_counter() - started) * 1000
+        params = upstream_params(call.method, call.params, target)
+        with call.trace.upstream_call(
+            server=target.upstream, method=call.method, name=target.name, transport=upstream.config.transport
+        ) as step:
+            if call.trace.trace_id is not None:
+                # The upstream span's context replaces the caller's: the upstream's spans are its children.
+                meta = dict(params.get("_meta") or {})
+                step.inject_meta(meta)
+                params["_meta"] = meta
+            started = time.perf_counter()
+            try:
+                reply = await conn.request(
+                    call.method,
+                    params,
+                    timeout=upstream.config.timeouts.call,
+                    relay=call.relay,
+                    caller_progress_token=call.progress_token,
+                )
+            finally:
+                call.upstream_ms = (time.perf_counter() - started) * 1000
+            step.outcome("error" if "error" in reply else "ok")
         if "error" in reply:
             error = reply["error"]
             raise ForwardedError(

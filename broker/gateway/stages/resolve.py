@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from broker.catalog.catalog import Catalog, ResourceRoute
 from broker.catalog.names import split_name, split_uri
-from broker.errors import InvalidParams, UnknownPrompt, UnknownResource, UnknownTool, UpstreamUnavailable
+from broker.errors import (
+    InvalidParams,
+    ToolQuarantined,
+    UnknownPrompt,
+    UnknownResource,
+    UnknownTool,
+    UpstreamUnavailable,
+)
 from broker.gateway.call import Call, Target
+
+if TYPE_CHECKING:
+    from broker.registry.guard import ItemVerdict
 
 Availability = Callable[[str], str | None]
 """Reason an upstream is down, or None when it is up (or unknown)."""
+
+Quarantine = Callable[[str, str], "ItemVerdict | None"]
+"""(registry kind, public name) → the registry's verdict when it holds that item back."""
 
 
 class ResolveTarget:
     name: ClassVar[str] = "catalog"
 
-    def __init__(self, catalog: Catalog, availability: Availability) -> None:
+    def __init__(
+        self, catalog: Catalog, availability: Availability, quarantine: Quarantine | None = None
+    ) -> None:
         self._catalog = catalog
         self._availability = availability
+        self._quarantine = quarantine
 
     async def handle(self, call: Call) -> None:
         method = call.method
@@ -31,6 +47,7 @@ class ResolveTarget:
                 raise InvalidParams("tools/call: 'arguments' must be an object")
             entry = self._catalog.tool(name)
             if entry is None:
+                self._held_back("tools", name)
                 self._unavailable(split_name(name))
                 raise UnknownTool(
                     f"Unknown tool: {name!r}. tools/list shows the tools you can call.", tool=name
@@ -41,6 +58,7 @@ class ResolveTarget:
             name = _string(params, "name", method)
             entry = self._catalog.prompt(name)
             if entry is None:
+                self._held_back("prompts", name)
                 self._unavailable(split_name(name))
                 raise UnknownPrompt(f"Unknown prompt: {name!r}. prompts/list shows the prompts you can get.")
             namespaced = entry.name != entry.upstream_name
@@ -52,6 +70,17 @@ class ResolveTarget:
             call.target = self._completion(params)
         else:
             raise InvalidParams(f"{method} is not routed to an upstream")
+
+    def _held_back(self, kind: str, name: str) -> None:
+        """A quarantined item is refused with the registry's reason, not as unknown."""
+        verdict = self._quarantine(kind, name) if self._quarantine is not None else None
+        if verdict is not None:
+            raise ToolQuarantined(
+                f"{name} is quarantined by the tool registry: {verdict.reason}",
+                tool=name,
+                flags=list(verdict.flags),
+                changes=list(verdict.changes),
+            )
 
     def _resource(self, uri: str, kind: str) -> Target:
         route: ResourceRoute | None = self._catalog.resource(uri)

@@ -104,6 +104,9 @@ def test_catalog_snapshots_a_real_upstream_and_leaves_no_process_behind(snapshot
             "idempotentHint": True,
             "openWorldHint": False,
         },
+        # What the tool registry says of it (no lock file in this project: unpinned, allowed).
+        "pinned": False,
+        "flags": ["unpinned"],
     }
     assert sorted(snapshot["tools"]) == [
         "notes__archive_all",
