@@ -8,7 +8,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install node-tools opa promtool lint typecheck policy pytest bench lock clean
+.PHONY: run test install node-tools opa promtool services lint typecheck policy pytest bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ opa:
 promtool:
 	scripts/install-promtool.sh >/dev/null
 
+# Redis and PostgreSQL servers (Debian packages) for the scale-out tests; the tests start and
+# stop their own instances on 127.0.0.1.
+services:
+	scripts/install-services.sh
+	scripts/install-postgres.sh >/dev/null
+
 lint: $(STAMP)
 	$(BIN)/ruff check broker tests examples bench
 	$(BIN)/ruff format --check broker
@@ -45,7 +51,7 @@ policy: $(STAMP) opa
 	$(BIN)/mcp-broker policy check
 	$(BIN)/mcp-broker policy test --engine both
 
-pytest: $(STAMP) node-tools opa promtool
+pytest: $(STAMP) node-tools opa promtool services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck policy pytest

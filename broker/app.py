@@ -7,9 +7,11 @@ everything is passed in from here, so tests can build the same graph with real p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -23,19 +25,20 @@ from starlette.routing import Route
 from broker.approval.api import approval_routes
 from broker.approval.approvals import ApprovalRefused, Approvals, ApprovalSettings
 from broker.approval.model import Approval
-from broker.approval.store import ApprovalStoreError, SqliteApprovalStore
+from broker.approval.store import ApprovalStore, ApprovalStoreError, SqliteApprovalStore
 from broker.approval.webhook import ApprovalWebhook
 from broker.audit.file_sink import FileAuditSink
 from broker.audit.redact import SecretRedactor
 from broker.audit.signing import CheckpointSigner
-from broker.audit.sink import AuditUnavailable
+from broker.audit.sink import AuditSink, AuditUnavailable
 from broker.audit.trail import AuditTrail
 from broker.catalog.catalog import Catalog
-from broker.config import BrokerConfig, PolicyConfig, resolve_value
+from broker.config import BrokerConfig, ConfigError, PolicyConfig, UpstreamConfig, load_config, resolve_value
 from broker.front.http import LOOPBACK_NAMES, McpEndpoint, Receive, Scope, Send
 from broker.gateway.gateway import Gateway
 from broker.gateway.pipeline import build_pipeline
 from broker.gateway.sessions import DownstreamSession, SessionRegistry
+from broker.gateway.stages.traffic import Traffic
 from broker.gateway.visibility import Visibility
 from broker.identity.authenticator import Authenticator, InsufficientScope, Unauthenticated
 from broker.identity.jwt import IssuerConfig, JwtVerifier
@@ -50,6 +53,12 @@ from broker.registry.pins import LockFileError, PinStatus, load_pins
 from broker.telemetry.endpoint import metrics_route
 from broker.telemetry.metrics import APPROVAL_OUTCOMES, BrokerMetrics
 from broker.telemetry.tracing import Tracing, TracingConfig, TracingError
+from broker.traffic.breaker import BreakerBoard
+from broker.traffic.cache import ResponseCache
+from broker.traffic.concurrency import ConcurrencyGate
+from broker.traffic.quota import QuotaBook
+from broker.traffic.ratelimit import RateLimiter
+from broker.traffic.ratestore import rate_store_for
 from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
 
 log = logging.getLogger("broker")
@@ -60,6 +69,33 @@ def broker_version() -> str:
         return version("mcp-authz-broker")
     except PackageNotFoundError:
         return "0.0.0+local"
+
+
+@dataclass(frozen=True)
+class ConfigReload:
+    """What a config reload did (or why it did nothing)."""
+
+    ok: bool
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+    """Sections that differ from the running config but are only read at start."""
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.ok:
+            return "refused: " + "; ".join(self.problems)
+        parts = [
+            f"{label} {', '.join(names)}"
+            for label, names in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("restarted", self.changed),
+            )
+            if names
+        ]
+        return "; ".join(parts) or "no upstream changed"
 
 
 class StartupError(Exception):
@@ -89,16 +125,8 @@ class Broker:
             sessions=self.sessions,
             page_size=config.catalog.page_size,
         )
-        self.upstreams = {
-            u.name: UpstreamSupervisor(
-                u,
-                self.gateway,
-                self.gateway,
-                client_name=config.server.name,
-                client_version=self.version,
-            )
-            for u in enabled
-        }
+        self._config_lock = asyncio.Lock()
+        self.upstreams = {u.name: self._supervisor(u) for u in enabled}
         engine, watched = make_engine(config.policy)
         self.policy = PolicyPoint(
             engine, watched=watched if config.policy.watch else None, interval=config.policy.watch_interval
@@ -124,6 +152,8 @@ class Broker:
         if self.approvals is not None:
             self.approvals.on_event = self._approval_event
         self.policy.on_reload = self._policy_reloaded
+        self.traffic = make_traffic(config, self.metrics)
+        self.metrics.watch_budgets(self.traffic.quotas.snapshot)
         pipeline = build_pipeline(
             self.catalog,
             self.upstreams,
@@ -133,6 +163,7 @@ class Broker:
             approvals=self.approvals,
             progress_interval=config.approvals.progress_interval,
             registry=self.registry,
+            traffic=self.traffic,
         )
         self.gateway.attach(
             pipeline,
@@ -172,6 +203,71 @@ class Broker:
                 trigger=trigger,
                 message=result.message,
             )
+
+    def _supervisor(self, upstream: UpstreamConfig) -> UpstreamSupervisor:
+        return UpstreamSupervisor(
+            upstream,
+            self.gateway,
+            self.gateway,
+            client_name=self.config.server.name,
+            client_version=self.version,
+        )
+
+    async def reload_config(self, trigger: str) -> ConfigReload:
+        """Read the config file again and apply its upstreams: added ones start, removed ones stop,
+        changed ones restart; untouched upstreams and their sessions carry on. A file with any
+        problem changes nothing. Other sections take effect at the next start (reported)."""
+        async with self._config_lock:
+            source = self.config.source
+            if source is None:
+                return ConfigReload(False, problems=["the broker was not started from a config file"])
+            try:
+                new = load_config(source)
+            except ConfigError as exc:
+                log.error("config reload (%s) refused, the running config stays:\n%s", trigger, exc)
+                return ConfigReload(False, problems=list(exc.problems))
+            old = {u.name: u for u in self.config.upstreams if u.enabled}
+            wanted = {u.name: u for u in new.upstreams if u.enabled}
+            removed = sorted(set(old) - set(wanted))
+            added = sorted(set(wanted) - set(old))
+            changed = sorted(name for name in set(old) & set(wanted) if old[name] != wanted[name])
+            await asyncio.gather(*(self.upstreams[name].stop() for name in removed + changed))
+            for name in removed + changed:
+                del self.upstreams[name]  # the same dict Forward reads: no call goes to a stopped one
+            fresh = {name: self._supervisor(wanted[name]) for name in added + changed}
+            self.upstreams.update(fresh)
+            order = [u.name for u in new.upstreams if u.enabled]
+            ordered = {name: self.upstreams[name] for name in order}
+            self.upstreams.clear()
+            self.upstreams.update(ordered)
+            self.gateway.replace_upstreams(self.upstreams, order)
+            if self.traffic.breakers is not None:
+                for name in removed + changed:
+                    self.traffic.breakers.forget(name)
+            self.metrics.declare(
+                servers=list(fresh), engine=self.policy.engine.name, audit_sinks=(self._audit_sink_label(),)
+            )
+            await asyncio.gather(*(u.start() for u in fresh.values()))
+            restart = [
+                f.name
+                for f in dataclasses.fields(new)
+                if f.name not in ("upstreams", "source")
+                and getattr(new, f.name) != getattr(self.config, f.name)
+            ]
+            self.config = dataclasses.replace(self.config, upstreams=new.upstreams)
+            result = ConfigReload(True, added=added, removed=removed, changed=changed, restart_needed=restart)
+            log.info("config reload (%s): %s", trigger, result.summary())
+            if restart:
+                log.warning("config reload: changes to %s take effect at the next start", ", ".join(restart))
+            return result
+
+    async def reload(self, trigger: str) -> None:
+        """SIGHUP: the config file's upstreams, then the policies (and the registry's pins)."""
+        await self.reload_config(trigger)
+        await self.policy.reload(trigger)
+
+    def _audit_sink_label(self) -> str:
+        return "postgresql" if self.config.audit.sink == "postgresql" else "jsonl"
 
     def _reload_pins(self) -> None:
         """Policies reloaded: the lock file (kept with them) is read again; a broken one keeps the pins."""
@@ -226,7 +322,9 @@ class Broker:
                 message="",
             )
         self.metrics.declare(
-            servers=list(self.upstreams), engine=self.policy.engine.name, audit_sinks=("jsonl",)
+            servers=list(self.upstreams),
+            engine=self.policy.engine.name,
+            audit_sinks=(self._audit_sink_label(),),
         )
         self.metrics.set_build_info(
             version=self.version, policy_version=self.policy.policy_version, engine=self.policy.engine.name
@@ -270,6 +368,7 @@ class Broker:
         await self.policy.stop()
         if self.authenticator is not None:
             await self.authenticator.aclose()
+        await self.traffic.aclose()
         if self.audit is not None:
             await self.audit.close()  # last: everything that could still be recorded has been
         self.tracing.shutdown()  # exports the spans still batched
@@ -285,6 +384,7 @@ class Broker:
             "policy": self.policy.status(),
             "audit": audit.to_json() if audit is not None else {"state": "disabled"},
             "registry": self._registry_status(),
+            "traffic": self.traffic.status(),
             "catalog": {
                 "version": self.catalog.version,
                 "tools": len(self.catalog.tool_list),
@@ -327,14 +427,48 @@ def make_audit(config: BrokerConfig, metrics: BrokerMetrics | None = None) -> Au
     if metrics is not None:
         observed = metrics
 
+        kind = "postgresql" if settings.sink == "postgresql" else "jsonl"
+
         def on_write(records: int, seconds: float, ok: bool) -> None:
             if ok:
-                observed.observe_audit_write(seconds)
+                observed.observe_audit_write(seconds, kind)
             else:
-                observed.audit_write_failed()
+                observed.audit_write_failed(kind)
 
-    sink = FileAuditSink(settings, signer=signer, on_write=on_write)
+    sink: AuditSink
+    if settings.sink == "postgresql":
+        from broker.audit.pg_sink import PostgresAuditSink  # only replicas sharing a database load psycopg
+
+        pg = settings.postgresql
+        assert pg is not None, "the config checks the postgresql sink has its settings"
+        sink = PostgresAuditSink(
+            pg.dsn,
+            timeout=pg.timeout,
+            retry_interval=settings.retry_interval,
+            synchronous_commit=pg.synchronous_commit,
+            on_write=on_write,
+        )
+    else:
+        sink = FileAuditSink(settings, signer=signer, on_write=on_write)
     return AuditTrail(sink, SecretRedactor(), include_request=settings.include_request)
+
+
+def make_traffic(config: BrokerConfig, metrics: BrokerMetrics) -> Traffic:
+    """Rate limits, budgets, caps, breakers and cache from `traffic:` (all off when absent)."""
+    settings = config.traffic
+    caps = settings.concurrency
+    cached = settings.cache
+    cache = (
+        ResponseCache(cached.ttl, cached.max_entries, cached.shared, cached.tools) if cached.enabled else None
+    )
+    return Traffic(
+        limiter=RateLimiter(settings.rate_limits, rate_store_for(settings.storage)),
+        quotas=QuotaBook(settings.quotas),
+        gate=ConcurrencyGate(caps.per_upstream, caps.per_principal, caps.max_waiters, caps.max_wait),
+        breakers=BreakerBoard(settings.breakers) if settings.breakers is not None else None,
+        cache=cache,
+        metrics=metrics,
+    )
 
 
 def make_approvals(config: BrokerConfig, policy: PolicyPoint) -> Approvals | None:
@@ -346,8 +480,22 @@ def make_approvals(config: BrokerConfig, policy: PolicyPoint) -> Approvals | Non
         webhook = ApprovalWebhook(
             settings.webhook.url, settings.webhook.resolved_headers(), settings.webhook.timeout
         )
+    store: ApprovalStore
+    if settings.store == "postgresql":
+        from broker.approval.pg_store import PostgresApprovalStore  # only for replicas sharing a database
+
+        pg = settings.postgresql
+        assert pg is not None, "the config checks the postgresql store has its settings"
+        store = PostgresApprovalStore(
+            pg.dsn,
+            max_connections=pg.max_connections,
+            timeout=pg.timeout,
+            statement_timeout=pg.statement_timeout,
+        )
+    else:
+        store = SqliteApprovalStore(settings.path)
     return Approvals(
-        SqliteApprovalStore(settings.path),
+        store,
         policy,
         ApprovalSettings(timeout=settings.timeout, grant_ttl=settings.grant_ttl),
         webhook=webhook,
@@ -496,6 +644,14 @@ class HttpApp:
             state = broker.readiness()
             return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
+        async def reload_config(request: Request) -> JSONResponse:
+            if request.client is None or request.client.host not in LOOPBACK_NAMES:
+                return JSONResponse(
+                    {"error": "config reloads are accepted from loopback only"}, status_code=403
+                )
+            result = await broker.reload_config("admin endpoint")
+            return JSONResponse(dataclasses.asdict(result), status_code=200 if result.ok else 422)
+
         async def reload_policy(request: Request) -> JSONResponse:
             # Until identity is configured there is no admin principal: only this machine may ask.
             if request.client is None or request.client.host not in LOOPBACK_NAMES:
@@ -520,6 +676,7 @@ class HttpApp:
                 Route("/healthz", healthz),
                 Route("/readyz", readyz),
                 Route("/admin/policy/reload", reload_policy, methods=["POST"]),
+                Route("/admin/config/reload", reload_config, methods=["POST"]),
                 *(
                     [metrics_route(broker.metrics, broker.config.metrics.path)]
                     if broker.config.metrics.enabled

@@ -118,7 +118,7 @@ async def _serve(config: BrokerConfig, listener: socket.socket, ready_file: str 
         listener.close()
         return EXIT_CONFIG
     asyncio.get_running_loop().add_signal_handler(
-        signal.SIGHUP, lambda: asyncio.ensure_future(broker.policy.reload("SIGHUP"))
+        signal.SIGHUP, lambda: asyncio.ensure_future(broker.reload("SIGHUP"))
     )
     server = _AnnouncingServer(
         uvicorn.Config(

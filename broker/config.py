@@ -44,8 +44,10 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unus
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
 
 from broker.audit.config import AuditConfig
+from broker.postgres import PostgresSettings
 from broker.registry.settings import RegistrySettings, registry_settings
 from broker.telemetry.tracing import TracingConfig, TracingError
+from broker.traffic.settings import TrafficSettings, traffic_settings
 
 __all__ = [
     "DEFAULT_CHILD_ENV_VARS",
@@ -119,6 +121,12 @@ _PATTERN_HINTS: Mapping[str, str] = MappingProxyType(
         ),
         "^data(\\.[A-Za-z_][A-Za-z0-9_]*)+$": "is not a data path like data.mcp.authz.decision",
         "^[0-9a-fA-F]{64}$": "is not a hex sha256 (64 hex digits; make one with mcp-broker api-key)",
+        "^(memory://$|redis://|rediss://|redis\\+unix://)": "must be memory:// or a redis:// URL",
+        "^[^|@]+$": "must not contain '|' or '@'",
+        "^[^*]*\\*?$": "is not a name pattern: an exact name, '*', or a prefix ending in '*'",
+        "^\\s*[0-9]+\\s*(/|per)\\s*([0-9]+\\s*)?(second|minute|hour|day|month|year)s?\\s*$": (
+            "is not a limit like '60/minute' or '1000 per 2 hours'"
+        ),
     }
 )
 
@@ -265,6 +273,12 @@ class Timeouts:
     ping_interval: float = 30.0
     ping: float = 5.0
     idle: float = 300.0
+    tools: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    """Per-tool deadlines (the upstream's own tool name → seconds) that replace `call`."""
+
+    def for_call(self, kind: str, name: str) -> float:
+        """The deadline of one forwarded request: the tool's own, else `call`."""
+        return self.tools.get(name, self.call) if kind == "tool" else self.call
 
 
 @dataclass(frozen=True)
@@ -519,6 +533,8 @@ class ApprovalsConfig:
     progress_interval: float = 10.0
     local_approver: PrincipalConfig | None = None
     webhook: ApprovalWebhookConfig | None = None
+    store: Literal["sqlite", "postgresql"] = "sqlite"
+    postgresql: PostgresSettings | None = None
 
 
 def _default_audit() -> AuditConfig:
@@ -545,6 +561,7 @@ class BrokerConfig:
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     metrics: MetricsConfig = MetricsConfig()
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    traffic: TrafficSettings = field(default_factory=TrafficSettings)
     source: Path | None = None
 
     def upstream(self, name: str) -> UpstreamConfig:
@@ -956,6 +973,7 @@ def _build_config(data: Mapping[str, Any], ctx: _Builder, origin: Path | None) -
         registry=_build_registry(_section(data, "registry"), policy.path, ctx),
         metrics=_build_metrics(_section(data, "metrics")),
         tracing=_build_tracing(_section(data, "tracing"), ctx),
+        traffic=_build_traffic(data.get("traffic"), ctx),
         source=origin,
     )
 
@@ -1020,6 +1038,14 @@ def _build_registry(raw: Mapping[str, Any], policy_dir: Path, ctx: _Builder) -> 
     return settings
 
 
+def _build_traffic(raw: Any, ctx: _Builder) -> TrafficSettings:
+    try:
+        return traffic_settings(cast(Mapping[str, Any] | None, raw))
+    except ValueError as exc:
+        ctx.report(("traffic",), str(exc))
+        return TrafficSettings()
+
+
 def _build_metrics(raw: Mapping[str, Any]) -> MetricsConfig:
     defaults = MetricsConfig()
     return MetricsConfig(
@@ -1054,6 +1080,27 @@ def _build_tracing(raw: Mapping[str, Any], ctx: _Builder) -> TracingConfig:
         return defaults
 
 
+def _build_postgres(raw: Any, parent: JsonPath, ctx: _Builder) -> PostgresSettings | None:
+    """A `postgresql:` block; its DSN (usually holding a password) is resolved now, so a missing
+    secret stops the start, not the first approval or record."""
+    if not raw:
+        return None
+    path: JsonPath = (*parent, "postgresql")
+    dsn = ctx.value(raw["dsn"], (*path, "dsn"))
+    try:
+        resolved = resolve_value(dsn)
+    except SecretUnavailable:
+        return None  # ctx.value reported it
+    defaults = PostgresSettings(dsn="")
+    return PostgresSettings(
+        dsn=resolved,
+        max_connections=int(raw.get("max_connections", defaults.max_connections)),
+        timeout=ctx.number(raw, "timeout", defaults.timeout, path),
+        statement_timeout=ctx.number(raw, "statement_timeout", defaults.statement_timeout, path),
+        synchronous_commit=raw.get("synchronous_commit", defaults.synchronous_commit),
+    )
+
+
 def _build_audit(raw: Mapping[str, Any], ctx: _Builder) -> AuditConfig:
     path: JsonPath = ("audit",)
     defaults = _default_audit()
@@ -1068,8 +1115,9 @@ def _build_audit(raw: Mapping[str, Any], ctx: _Builder) -> AuditConfig:
         "directory": ctx.local_path(str(raw["directory"])) if raw.get("directory") else defaults.directory,
         "signing_key": signing_key,
     }
-    for key in ("durability", "failure_mode"):
+    for key in ("durability", "failure_mode", "sink"):
         values[key] = raw.get(key, getattr(defaults, key))
+    values["postgresql"] = _build_postgres(raw.get("postgresql"), path, ctx)
     for key in ("include_request",):
         values[key] = bool(raw.get(key, getattr(defaults, key)))
     for key in ("rotate_bytes", "checkpoint_records", "degraded_buffer"):
@@ -1098,6 +1146,9 @@ def _build_approvals(raw: Mapping[str, Any], ctx: _Builder) -> ApprovalsConfig:
             timeout=ctx.number(webhook_raw, "timeout", 5.0, (*path, "webhook")),
         )
     approver = raw.get("local_approver")
+    store = cast(Literal["sqlite", "postgresql"], raw.get("store", defaults.store))
+    if store == "postgresql" and not raw.get("postgresql"):
+        ctx.report((*path, "postgresql"), "store: postgresql needs postgresql.dsn")
     return ApprovalsConfig(
         enabled=bool(raw.get("enabled", defaults.enabled)),
         path=ctx.local_path(str(raw["path"])) if raw.get("path") else defaults.path,
@@ -1106,6 +1157,8 @@ def _build_approvals(raw: Mapping[str, Any], ctx: _Builder) -> ApprovalsConfig:
         progress_interval=ctx.number(raw, "progress_interval", defaults.progress_interval, path),
         local_approver=_build_principal(approver) if approver else None,
         webhook=webhook,
+        store=store,
+        postgresql=_build_postgres(raw.get("postgresql"), path, ctx),
     )
 
 
@@ -1351,6 +1404,14 @@ def _build_upstream(name: str, raw: Mapping[str, Any], ctx: _Builder) -> Upstrea
         ping_interval=ctx.number(traw, "ping_interval", td.ping_interval, tpath),
         ping=ctx.number(traw, "ping", td.ping, tpath),
         idle=ctx.number(traw, "idle", td.idle, tpath),
+        tools=MappingProxyType(
+            {
+                str(tool): ctx.number(
+                    cast(Mapping[str, Any], traw["tools"]), str(tool), td.call, (*tpath, "tools")
+                )
+                for tool in cast(Mapping[str, Any], traw.get("tools") or {})
+            }
+        ),
     )
 
     rpath: JsonPath = (*path, "restart")

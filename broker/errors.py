@@ -22,7 +22,10 @@ BrokerError
 │   ├── ApprovalExpired       nobody decided in time                 -32001
 │   ├── ApprovalCancelled     the caller cancelled or went away      -32001
 │   ├── ApprovalUnavailable   approvals cannot be stored: deny       -32001
-│   └── PolicyFailure         the engine could not decide: deny      -32001
+│   ├── PolicyFailure         the engine could not decide: deny      -32001
+│   └── TrafficRefusal        broker/traffic/errors.py, with retryAfter -32000
+│                             (rate_limited, quota_exhausted, concurrency_limited,
+│                             upstream_circuit_open, traffic_store_unavailable)
 ├── UpstreamError             the upstream failed while handling the request
 │   ├── UpstreamTimeout       no answer before the deadline          -32000
 │   └── UpstreamClosed        the connection died mid-request        -32000

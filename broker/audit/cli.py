@@ -82,6 +82,40 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FOUND_NOTHING
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """The PostgreSQL trail as JSON Lines files, then checked like a file trail."""
+    import asyncio
+    import os
+
+    from broker.audit.pg_sink import verify_table
+
+    if args.dsn_env:
+        dsn = os.environ.get(args.dsn_env)
+        if not dsn:
+            raise CommandError(f"the environment variable {args.dsn_env} is not set")
+    else:
+        try:
+            dsn = Path(args.dsn_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CommandError(f"cannot read {args.dsn_file}: {exc.strerror}") from None
+    directory = Path(args.directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise CommandError(f"{directory} is not empty: export into a new directory")
+    try:
+        exported, report = asyncio.run(verify_table(dsn, directory))
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from None
+    except Exception as exc:  # psycopg's errors: connection refused, authentication, missing table
+        raise CommandError(f"cannot read the audit table: {type(exc).__name__}: {exc}") from None
+    print(f"exported {exported.records} record(s) to {exported.path}")
+    if args.format == "json":
+        _print_json(report.to_json())
+    else:
+        for line in report.lines():
+            print(line)
+    return EXIT_OK if report.ok else EXIT_FOUND_NOTHING
+
+
 def _filters(args: argparse.Namespace) -> Any:
     from broker.audit.query import Filters, parse_time
 
@@ -211,6 +245,23 @@ def add_audit_commands(subparsers: Any) -> None:
         help="checkpoint file to hold the trail to (default: DIR/audit.checkpoint)",
     )
     verify.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
+
+    export = _command(
+        sub,
+        "export",
+        cmd_export,
+        "copy a PostgreSQL trail (audit.sink: postgresql) to JSON Lines and verify it",
+        "Read the broker_audit table in chain order into DIR/audit-000000000001.jsonl, then verify it "
+        "as `audit verify` does (and that the table's head row matches its last record: rows cut off "
+        "the end are a truncation). The DSN is read from an environment variable or a file, never "
+        "from the command line (it holds a password). Exit 1 if anything is broken.",
+        "mcp-broker audit export --dsn-env BROKER_AUDIT_DSN ./audit-copy",
+    )
+    export.add_argument("directory", metavar="DIR", help="a new (or empty) directory for the copy")
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dsn-env", metavar="NAME", help="environment variable holding the DSN")
+    source.add_argument("--dsn-file", metavar="FILE", help="file holding the DSN")
+    export.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
 
     query = _command(
         sub,

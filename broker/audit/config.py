@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from broker.postgres import PostgresSettings
+
 Durability = Literal["fsync", "write", "none"]
+SinkKind = Literal["file", "postgresql"]
 FailureMode = Literal["fail_closed", "degraded"]
 
 DURABILITY_MODES: tuple[Durability, ...] = ("fsync", "write", "none")
@@ -53,6 +56,11 @@ class AuditConfig:
     retry_interval: float = 1.0
     """After a write error, seconds before the sink tries the disk again (appends in between fail
     fast in fail_closed mode)."""
+    sink: SinkKind = "file"
+    """`file`: hash-chained JSON Lines in `directory` (one broker per directory). `postgresql`: one
+    chain in a PostgreSQL table shared by every replica (`postgresql` settings)."""
+    postgresql: PostgresSettings | None = None
+    """Where the `postgresql` sink writes."""
     include_request: bool = True
     """Decision records carry the authorization request the engine saw (arguments redacted) under
     `request`, so `mcp-broker policy diff --log` can replay them against new policies."""
@@ -71,6 +79,13 @@ class AuditConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 problems.append(f"audit.{name}: expected a finite number >= 0, got {value!r}")
+        if self.sink == "postgresql":
+            if self.postgresql is None:
+                problems.append("audit.postgresql: the postgresql sink needs postgresql.dsn")
+            if self.failure_mode != "fail_closed":
+                problems.append("audit.failure_mode: the postgresql sink always fails closed")
+            if self.signing_key is not None:
+                problems.append("audit.signing_key: signed checkpoints are written by the file sink only")
         if self.group_commit_window > 1.0:
             problems.append("audit.group_commit_window: at most 1 second (every call waits for it)")
         for name in ("rotate_bytes", "checkpoint_records"):

@@ -105,6 +105,14 @@ class Catalog:
         if self._offers.pop(upstream, None) is not None:
             self._rebuild()
 
+    def set_upstreams(self, upstream_order: Sequence[str], namespaced: dict[str, bool]) -> None:
+        """A new set of upstreams (config reload): offers of upstreams no longer named are dropped."""
+        self._order = list(upstream_order)
+        self._namespaced = dict(namespaced)
+        for name in [n for n in self._offers if n not in self._namespaced]:
+            del self._offers[name]
+        self._rebuild()
+
     @property
     def problems(self) -> list[str]:
         return list(self._index.problems)

@@ -15,6 +15,7 @@ from broker.upstream.connection import Relay
 
 if TYPE_CHECKING:
     from broker.approval.model import Approval
+    from broker.traffic.quota import QuotaCharge
 
 
 @dataclass(slots=True)
@@ -64,6 +65,8 @@ class Call:
     """How and when the front verified the caller's credential: (method, start ns, end ns)."""
     arrived_ns: int | None = None
     """When the front received the request (`time.time_ns()`): the request span starts there."""
+    quota_charge: QuotaCharge | None = None
+    """What the traffic stage charged to call budgets (refunded if the call is refused later)."""
 
     @property
     def progress_token(self) -> Any:

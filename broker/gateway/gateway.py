@@ -511,6 +511,8 @@ class Gateway:
     # -- upstream availability (UpstreamListener) ----------------------------------------------
 
     def upstream_ready(self, upstream: UpstreamSupervisor, listing: UpstreamListing) -> None:
+        if self.upstreams.get(upstream.name) is not upstream:
+            return  # a supervisor a config reload replaced
         removal = self._removals.pop(upstream.name, None)
         if removal is not None:
             removal.cancel()
@@ -597,6 +599,29 @@ class Gateway:
         if self.audit is not None and (check.newly_quarantined or check.released):
             self._spawn(self.audit.registry(check))
 
+    def replace_upstreams(self, upstreams: Mapping[str, UpstreamSupervisor], order: list[str]) -> None:
+        """After a config reload: the upstreams now configured; the catalog keeps only their offers."""
+        before = (
+            self.catalog.tool_list,
+            self.catalog.prompt_list,
+            self.catalog.resource_list,
+            self.catalog.template_list,
+        )
+        gone = [
+            name
+            for name in self.upstreams
+            if name not in upstreams or upstreams[name] is not self.upstreams[name]
+        ]
+        for name in gone:
+            timer = self._removals.pop(name, None)
+            if timer is not None:
+                timer.cancel()
+            if self.registry is not None:
+                self._registry_changed(self.registry.guard.forget(name))
+        self.upstreams = dict(upstreams)
+        self.catalog.set_upstreams(order, {name: u.config.namespace for name, u in upstreams.items()})
+        self._announce_changes(before)
+
     def upstream_down(self, upstream: UpstreamSupervisor, reason: str) -> None:
         if upstream.name in self._removals:
             return
@@ -605,8 +630,8 @@ class Gateway:
 
     def _remove(self, upstream: UpstreamSupervisor) -> None:
         self._removals.pop(upstream.name, None)
-        if upstream.state is UpstreamState.READY:
-            return
+        if upstream.state is UpstreamState.READY or self.upstreams.get(upstream.name) is not upstream:
+            return  # back up, or replaced by a config reload
         before = (
             self.catalog.tool_list,
             self.catalog.prompt_list,

@@ -10,8 +10,9 @@ decide     the policy engine's answer for this exact call: allow, require-approv
 approval   require-approval waits for a human decision (the caller where policy allows
            self-approval, else an approver), then the call is decided again with the
            approval; anything but allow is rejected
-(traffic: added by the issue that builds it)
-forward    upstream session (only for an allow)
+traffic    rate limits and call budgets (rate_limited, quota_exhausted)
+forward    upstream session (only for an allow), inside the upstream's admission: its
+           circuit breaker, the concurrency caps (bounded wait), the response cache
 guard-out  the tool result: hidden instructions found (recorded, annotated, stripped or
            blocked) and secrets redacted where a policy obligation or the config asks
 ```
@@ -43,6 +44,7 @@ from broker.gateway.stages.forward import Forward
 from broker.gateway.stages.guard_out import GuardResult
 from broker.gateway.stages.identity import AssignPrincipal
 from broker.gateway.stages.resolve import Availability, ResolveTarget
+from broker.gateway.stages.traffic import Traffic
 from broker.gateway.stages.validate import ValidateArguments
 from broker.identity.principal import Principal
 from broker.policy.point import PolicyPoint
@@ -107,6 +109,7 @@ def build_pipeline(
     approvals: Approvals | None = None,
     progress_interval: float = 10.0,
     registry: Registry | None = None,
+    traffic: Traffic | None = None,
 ) -> Pipeline:
     quarantine = registry.guard.quarantined_item if registry is not None else None
     return Pipeline(
@@ -116,7 +119,8 @@ def build_pipeline(
             *([ValidateArguments(registry.guard, registry.validator)] if registry is not None else []),
             Decide(policy),
             Approve(approvals, progress_interval),
+            *([traffic.throttle] if traffic is not None else []),
         ],
-        forward=Forward(upstreams),
+        forward=Forward(upstreams, traffic.admission if traffic is not None else None),
         after=[GuardResult(registry.results)] if registry is not None else [],
     )

@@ -18,11 +18,13 @@ rules in deploy/prometheus/alerts.yml are checked against what this class export
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from broker.telemetry.labels import NONE, LabelCap
 
@@ -278,6 +280,12 @@ class BrokerMetrics:
     def breaker_rejected(self, server: str) -> None:
         self._breaker_rejected.labels(server).inc()
 
+    def watch_budgets(self, snapshot: Callable[[], Iterable[BudgetReading]], max_keys: int = 200) -> None:
+        """Export the call budgets (issue #9) at scrape time: `mcp_broker_quota_remaining` and
+        `mcp_broker_quota_budget` by rule and key (the principal or tenant the budget is per),
+        at most `max_keys` keys, the rest summed under `other`."""
+        self.registry.register(_BudgetCollector(snapshot, max_keys))
+
     # -- audit -----------------------------------------------------------------------------
 
     def observe_audit_write(self, seconds: float, sink: str = "jsonl") -> None:
@@ -304,3 +312,48 @@ class BrokerMetrics:
         (OpenMetrics when asked, the Prometheus text format otherwise)."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+class BudgetReading(Protocol):
+    """One budget as the quota book reports it (broker/traffic/quota.py: QuotaStatus)."""
+
+    @property
+    def rule(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def budget(self) -> int: ...
+
+    @property
+    def remaining(self) -> int: ...
+
+
+class _BudgetCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Iterable[BudgetReading]], max_keys: int) -> None:
+        self._snapshot = snapshot
+        self._max_keys = max_keys
+
+    def collect(self) -> Iterator[Metric]:
+        remaining = GaugeMetricFamily(
+            f"{PREFIX}_quota_remaining",
+            "Calls (cost units) left in a budget this period.",
+            labels=["rule", "key"],
+        )
+        budget = GaugeMetricFamily(
+            f"{PREFIX}_quota_budget", "The size of a budget per period.", labels=["rule", "key"]
+        )
+        totals: dict[tuple[str, str], tuple[int, int]] = {}
+        for index, reading in enumerate(self._snapshot()):
+            key = reading.key if index < self._max_keys else "other"
+            left, size = totals.get((reading.rule, key), (0, 0))
+            totals[(reading.rule, key)] = (left + reading.remaining, size + reading.budget)
+        for (rule, key), (left, size) in sorted(totals.items()):
+            remaining.add_metric([rule, key], left)
+            budget.add_metric([rule, key], size)
+        yield remaining
+        yield budget
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

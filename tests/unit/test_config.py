@@ -247,7 +247,7 @@ def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path: Path) -> N
     assert problems("zzz: 1\n" + MINIMAL, tmp_path) == [
         "broker.yaml:1: (top level): unknown key 'zzz' "
         "(allowed: approvals, audit, catalog, http, identity, logging, metrics, policy, registry, server, "
-        "tracing, upstreams)"
+        "tracing, traffic, upstreams)"
     ]
 
 

@@ -15,14 +15,18 @@ from typing import Any
 from broker.catalog.names import public_uri
 from broker.errors import ForwardedError, PolicyFailure, UpstreamError
 from broker.gateway.call import Call, Target
+from broker.gateway.stages.traffic import COUNTED_METHODS, UpstreamAdmission
 from broker.policy.decision import Effect
 from broker.protocol import upstream_meta
 from broker.upstream.supervisor import UpstreamSupervisor
 
 
 class Forward:
-    def __init__(self, upstreams: Mapping[str, UpstreamSupervisor]) -> None:
+    def __init__(
+        self, upstreams: Mapping[str, UpstreamSupervisor], admission: UpstreamAdmission | None = None
+    ) -> None:
         self._upstreams = upstreams
+        self._admission = admission
 
     async def send(self, call: Call) -> dict[str, Any]:
         target = call.target
@@ -32,6 +36,19 @@ class Forward:
             raise PolicyFailure(
                 f"internal error: {call.method} reached forward with a {call.decision.effect.value}"
             )
+        admission = self._admission
+        if admission is None or call.method not in COUNTED_METHODS:
+            return await self._send(call, target)
+        key, cached = admission.cached(call)
+        if cached is not None:
+            return cached  # decided and audited like any call; only the round trip is saved
+        async with admission.admit(call):
+            result = await self._send(call, target)
+        if key is not None and admission.cache is not None:
+            admission.cache.put(key, result)
+        return result
+
+    async def _send(self, call: Call, target: Target) -> dict[str, Any]:
         upstream = self._upstreams[target.upstream]
         principal = call.principal
         key: object | None = call.session
@@ -54,7 +71,7 @@ class Forward:
                 reply = await conn.request(
                     call.method,
                     params,
-                    timeout=upstream.config.timeouts.call,
+                    timeout=upstream.config.timeouts.for_call(target.kind, target.name),
                     relay=call.relay,
                     caller_progress_token=call.progress_token,
                 )

@@ -6,6 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from broker.telemetry.metrics import BrokerMetrics
+from broker.traffic.quota import QuotaStatus
 
 
 def samples(metrics: BrokerMetrics) -> list[Sample]:
@@ -44,3 +45,4 @@ def exercise_every_method(metrics: BrokerMetrics) -> None:
     metrics.policy_reloaded("cedar", ok=True)
     metrics.policy_reloaded("cedar", ok=False)
     metrics.set_build_info(version="0.1.0", policy_version="abc123", engine="cedar")
+    metrics.watch_budgets(lambda: [QuotaStatus("tenant-daily", "acme", 100, 40, 0.0)])

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.telemetry.metrics import DECISION_BUCKETS, EFFECTS, BrokerMetrics
+from broker.traffic.quota import QuotaStatus
 from tests.unit.telemetry.scrape import exercise_every_method, samples, value
 
 
@@ -207,3 +208,15 @@ def test_render_answers_openmetrics_when_asked_and_text_otherwise() -> None:
         b'mcp_broker_calls_total{effect="allow",method="tools/call",outcome="ok",server="s",tool="t"} 1.0'
         in body.splitlines()
     )
+
+
+def test_budgets_are_read_at_scrape_time_and_their_keys_are_bounded() -> None:
+    metrics = BrokerMetrics()
+    readings = [QuotaStatus("daily", f"User:u{i}@acme", 10, i, 0.0) for i in range(5)]
+    metrics.watch_budgets(lambda: readings, max_keys=3)
+    assert value(metrics, "mcp_broker_quota_remaining", rule="daily", key="User:u1@acme") == 9
+    assert value(metrics, "mcp_broker_quota_budget", rule="daily", key="User:u0@acme") == 10
+    # keys past the cap are summed under "other": u3 (7 left) and u4 (6 left)
+    assert value(metrics, "mcp_broker_quota_remaining", rule="daily", key="other") == 13
+    readings[0] = QuotaStatus("daily", "User:u0@acme", 10, 4, 0.0)  # spent meanwhile: read live
+    assert value(metrics, "mcp_broker_quota_remaining", rule="daily", key="User:u0@acme") == 6
