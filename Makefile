@@ -8,12 +8,12 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install node-tools opa promtool services lint typecheck policy pytest bench lock clean
+.PHONY: run test install node-tools opa promtool services browser lint typecheck policy pytest bench bench-report lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
 install: $(STAMP)
@@ -38,6 +38,10 @@ services:
 	scripts/install-services.sh
 	scripts/install-postgres.sh >/dev/null
 
+# Debian's chromium and chromium-driver for the dashboard's browser test.
+browser:
+	scripts/install-browser.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check broker tests examples bench
 	$(BIN)/ruff format --check broker
@@ -51,13 +55,19 @@ policy: $(STAMP) opa
 	$(BIN)/mcp-broker policy check
 	$(BIN)/mcp-broker policy test --engine both
 
-pytest: $(STAMP) node-tools opa promtool services
+pytest: $(STAMP) node-tools opa promtool services browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck policy pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The benchmark report: direct paths, the broker (Cedar, OPA) and the peer gateways installed by
+# scripts/install-peers.sh (their own venvs); one table + one PNG in bench/results/.
+bench-report: $(STAMP) opa
+	scripts/install-peers.sh
+	$(BIN)/python -m bench.report $(BENCH_ARGS)
 
 # Refresh the pinned versions after changing dependencies in pyproject.toml.
 lock: $(STAMP)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from broker.approval.api import approval_routes
 from broker.approval.approvals import ApprovalRefused, Approvals, ApprovalSettings
@@ -34,6 +34,7 @@ from broker.audit.sink import AuditSink, AuditUnavailable
 from broker.audit.trail import AuditTrail
 from broker.catalog.catalog import Catalog
 from broker.config import BrokerConfig, ConfigError, PolicyConfig, UpstreamConfig, load_config, resolve_value
+from broker.dashboard.feed import DecisionFeed
 from broker.front.http import LOOPBACK_NAMES, McpEndpoint, Receive, Scope, Send
 from broker.gateway.gateway import Gateway
 from broker.gateway.pipeline import build_pipeline
@@ -44,6 +45,7 @@ from broker.identity.authenticator import Authenticator, InsufficientScope, Unau
 from broker.identity.jwt import IssuerConfig, JwtVerifier
 from broker.identity.principal import Principal
 from broker.policy.cedar import CedarEngine
+from broker.policy.cedar_source import policy_files
 from broker.policy.engine import LoadResult, PolicyEngine, PolicyLoadError
 from broker.policy.point import PolicyPoint, WatchedFiles
 from broker.policy.version import policy_version
@@ -59,6 +61,7 @@ from broker.traffic.concurrency import ConcurrencyGate
 from broker.traffic.quota import QuotaBook
 from broker.traffic.ratelimit import RateLimiter
 from broker.traffic.ratestore import rate_store_for
+from broker.upstream.group import Upstream, UpstreamGroup, member_configs
 from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
 
 log = logging.getLogger("broker")
@@ -174,6 +177,10 @@ class Broker:
             metrics=self.metrics,
             tracing=self.tracing,
         )
+        self.decision_feed: DecisionFeed | None = None
+        if config.dashboard.enabled:
+            self.decision_feed = DecisionFeed(config.dashboard.feed_size)
+            self.gateway.decision_feed = self.decision_feed.record
 
     async def _approval_event(self, event: str, approval: Approval) -> None:
         """An approval was requested or ended: the pending gauge, then the audit record."""
@@ -204,7 +211,18 @@ class Broker:
                 message=result.message,
             )
 
-    def _supervisor(self, upstream: UpstreamConfig) -> UpstreamSupervisor:
+    def _supervisor(self, upstream: UpstreamConfig) -> Upstream:
+        """One supervised upstream; with several instances (`urls`, `instances`) a group of them."""
+        if upstream.balanced:
+            return UpstreamGroup(
+                upstream,
+                member_configs(upstream, urls=upstream.urls, instances=upstream.instances),
+                self.gateway,
+                self.gateway,
+                client_name=self.config.server.name,
+                client_version=self.version,
+                balance=upstream.balance,
+            )
         return UpstreamSupervisor(
             upstream,
             self.gateway,
@@ -357,6 +375,8 @@ class Broker:
         """A stop is under way (signal received): calls waiting for approvals end, approvals stay."""
         if self.approvals is not None:
             self.approvals.prepare_shutdown()
+        if self.decision_feed is not None:
+            self.decision_feed.close()  # open live-decision streams end; browsers reconnect
 
     async def stop(self) -> None:
         self.stopping()
@@ -374,10 +394,13 @@ class Broker:
         self.tracing.shutdown()  # exports the spans still batched
 
     def readiness(self) -> dict[str, Any]:
-        upstreams = {
+        upstreams: dict[str, dict[str, Any]] = {
             name: {"state": u.state.value, "last_error": u.last_error, "restarts": u.restarts}
             for name, u in self.upstreams.items()
         }
+        for name, u in self.upstreams.items():
+            if isinstance(u, UpstreamGroup):
+                upstreams[name]["instances"] = u.status()
         audit = self.audit.status() if self.audit is not None else None
         return {
             "ready": self.policy.policy_version != "none" and (audit is None or audit.ready),
@@ -492,6 +515,12 @@ def make_approvals(config: BrokerConfig, policy: PolicyPoint) -> Approvals | Non
             timeout=pg.timeout,
             statement_timeout=pg.statement_timeout,
         )
+    elif settings.store == "redis":
+        from broker.approval.redis_store import RedisApprovalStore  # only for replicas sharing a Redis
+
+        rs = settings.redis
+        assert rs is not None, "the config checks the redis store has its settings"
+        store = RedisApprovalStore(rs.url, timeout=rs.timeout, key_prefix=rs.key_prefix)
     else:
         store = SqliteApprovalStore(settings.path)
     return Approvals(
@@ -542,7 +571,7 @@ def make_engine(policy: PolicyConfig) -> tuple[PolicyEngine, WatchedFiles]:
     rego = policy.path / "rego"
 
     def rego_files() -> list[Path]:
-        return sorted(p for p in rego.rglob("*") if p.suffix in (".rego", ".json", ".yaml"))
+        return [p for p in policy_files(rego, "*") if p.suffix in (".rego", ".json", ".yaml")]
 
     opa = OpaEngine(
         mode=policy.opa.mode,
@@ -605,6 +634,22 @@ def make_authenticator(config: BrokerConfig) -> Authenticator | None:
         required_scopes=auth.required_scopes,
         max_token_bytes=auth.max_token_bytes,
     )
+
+
+def dashboard_mount(broker: Broker) -> Mount:
+    """The dashboard's pages (last among the routes: /admin/*/reload keep their own handlers)."""
+    from broker.dashboard.access import DashboardAccess  # only a broker with the dashboard loads Jinja2
+    from broker.dashboard.routes import Dashboard
+
+    assert broker.decision_feed is not None
+    local = broker.config.approvals.local_approver
+    access = DashboardAccess(
+        broker.policy, broker.authenticator, Principal.from_config(local) if local is not None else None
+    )
+    dashboard = Dashboard(
+        broker, broker.decision_feed, access, broker.config.dashboard, title=broker.config.server.name
+    )
+    return dashboard.mount()
 
 
 class HttpApp:
@@ -684,6 +729,7 @@ class HttpApp:
                 ),
                 *(approval_routes(broker.approvals, approver_of(broker)) if broker.approvals else ()),
                 *(Route(path, resource_metadata) for path in metadata_paths),
+                *([dashboard_mount(broker)] if broker.decision_feed is not None else []),
             ]
         )
 

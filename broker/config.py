@@ -44,6 +44,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unus
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
 
 from broker.audit.config import AuditConfig
+from broker.dashboard.settings import DashboardSettings, DashboardSettingsError, dashboard_settings
 from broker.postgres import PostgresSettings
 from broker.registry.settings import RegistrySettings, registry_settings
 from broker.telemetry.tracing import TracingConfig, TracingError
@@ -79,9 +80,11 @@ __all__ = [
     "resolve_value",
 ]
 
-#: Where the schema lives: ``<repo>/schemas``, next to the ``broker`` package.
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "broker-config.schema.json"
-DEFAULT_CEDAR_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "mcp.cedarschema"
+#: Where the schemas live: ``broker/schemas`` (a link to ``<repo>/schemas`` in the source tree,
+#: package data in an installed wheel), so an installed broker finds them too.
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+SCHEMA_PATH = SCHEMA_DIR / "broker-config.schema.json"
+DEFAULT_CEDAR_SCHEMA = SCHEMA_DIR / "mcp.cedarschema"
 
 #: Variables a stdio child gets from the broker's environment when ``inherit_env``
 #: is false: enough for interpreters and locale handling to work, nothing that
@@ -139,7 +142,9 @@ _TRANSPORT_ONLY_KEYS: Mapping[str, str] = MappingProxyType(
         "inherit_env": "stdio",
         "cwd": "stdio",
         "url": "streamable_http, sse",
+        "urls": "streamable_http, sse",
         "headers": "streamable_http, sse",
+        "instances": "stdio",
     }
 )
 
@@ -335,6 +340,16 @@ class UpstreamConfig:
     tenant_headers: Mapping[str, Mapping[str, ConfigValue]] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    urls: tuple[str, ...] = ()
+    """Several instances of one HTTP server (load balanced); `url` is the first of them."""
+    instances: int = 1
+    """stdio: copies of the command that run side by side (load balanced)."""
+    balance: Literal["round_robin", "least_in_flight"] = "round_robin"
+
+    @property
+    def balanced(self) -> bool:
+        """Whether calls are spread over several instances (an UpstreamGroup)."""
+        return len(self.urls) > 1 or self.instances > 1
 
     def resolved_tenant_headers(self, tenant: str) -> dict[str, str]:
         """The headers of one tenant's connection; KeyError if that tenant has no credential here."""
@@ -523,6 +538,16 @@ class ApprovalWebhookConfig:
 
 
 @dataclass(frozen=True)
+class RedisApprovalSettings:
+    """Approvals in Redis, shared by replicas (docs/scale-out.md)."""
+
+    url: str = field(repr=False)
+    """redis://[user:pass@]host:port/db, rediss:// or unix://; resolved from its secret reference at start."""
+    timeout: float = 5.0
+    key_prefix: str = "mcp-broker:"
+
+
+@dataclass(frozen=True)
 class ApprovalsConfig:
     """Human approval of require-approval decisions (docs/approvals.md)."""
 
@@ -533,8 +558,9 @@ class ApprovalsConfig:
     progress_interval: float = 10.0
     local_approver: PrincipalConfig | None = None
     webhook: ApprovalWebhookConfig | None = None
-    store: Literal["sqlite", "postgresql"] = "sqlite"
+    store: Literal["sqlite", "postgresql", "redis"] = "sqlite"
     postgresql: PostgresSettings | None = None
+    redis: RedisApprovalSettings | None = None
 
 
 def _default_audit() -> AuditConfig:
@@ -562,6 +588,7 @@ class BrokerConfig:
     metrics: MetricsConfig = MetricsConfig()
     tracing: TracingConfig = field(default_factory=TracingConfig)
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     source: Path | None = None
 
     def upstream(self, name: str) -> UpstreamConfig:
@@ -974,6 +1001,7 @@ def _build_config(data: Mapping[str, Any], ctx: _Builder, origin: Path | None) -
         metrics=_build_metrics(_section(data, "metrics")),
         tracing=_build_tracing(_section(data, "tracing"), ctx),
         traffic=_build_traffic(data.get("traffic"), ctx),
+        dashboard=_build_dashboard(_section(data, "dashboard"), ctx),
         source=origin,
     )
 
@@ -1039,11 +1067,26 @@ def _build_registry(raw: Mapping[str, Any], policy_dir: Path, ctx: _Builder) -> 
 
 
 def _build_traffic(raw: Any, ctx: _Builder) -> TrafficSettings:
+    if isinstance(raw, Mapping) and isinstance(raw.get("storage"), Mapping):
+        # redis://:password@host/… is a credential: a secret reference, resolved once at start
+        try:
+            storage = resolve_value(ctx.value(raw["storage"], ("traffic", "storage")))
+        except SecretUnavailable:
+            return TrafficSettings()  # ctx.value reported it
+        raw = {**raw, "storage": storage}
     try:
         return traffic_settings(cast(Mapping[str, Any] | None, raw))
     except ValueError as exc:
         ctx.report(("traffic",), str(exc))
         return TrafficSettings()
+
+
+def _build_dashboard(raw: Mapping[str, Any], ctx: _Builder) -> DashboardSettings:
+    try:
+        return dashboard_settings(raw)
+    except DashboardSettingsError as exc:
+        ctx.report(("dashboard", exc.key) if exc.key else ("dashboard",), exc.message)
+        return DashboardSettings()
 
 
 def _build_metrics(raw: Mapping[str, Any]) -> MetricsConfig:
@@ -1078,6 +1121,22 @@ def _build_tracing(raw: Mapping[str, Any], ctx: _Builder) -> TracingConfig:
     except TracingError as exc:
         ctx.report(path, str(exc))
         return defaults
+
+
+def _build_redis_approvals(raw: Any, parent: JsonPath, ctx: _Builder) -> RedisApprovalSettings | None:
+    if not raw:
+        return None
+    path: JsonPath = (*parent, "redis")
+    try:
+        url = resolve_value(ctx.value(raw["url"], (*path, "url")))
+    except SecretUnavailable:
+        return None  # ctx.value reported it
+    defaults = RedisApprovalSettings(url="")
+    return RedisApprovalSettings(
+        url=url,
+        timeout=ctx.number(raw, "timeout", defaults.timeout, path),
+        key_prefix=str(raw.get("key_prefix", defaults.key_prefix)),
+    )
 
 
 def _build_postgres(raw: Any, parent: JsonPath, ctx: _Builder) -> PostgresSettings | None:
@@ -1146,9 +1205,11 @@ def _build_approvals(raw: Mapping[str, Any], ctx: _Builder) -> ApprovalsConfig:
             timeout=ctx.number(webhook_raw, "timeout", 5.0, (*path, "webhook")),
         )
     approver = raw.get("local_approver")
-    store = cast(Literal["sqlite", "postgresql"], raw.get("store", defaults.store))
+    store = cast(Literal["sqlite", "postgresql", "redis"], raw.get("store", defaults.store))
     if store == "postgresql" and not raw.get("postgresql"):
         ctx.report((*path, "postgresql"), "store: postgresql needs postgresql.dsn")
+    if store == "redis" and not raw.get("redis"):
+        ctx.report((*path, "redis"), "store: redis needs redis.url")
     return ApprovalsConfig(
         enabled=bool(raw.get("enabled", defaults.enabled)),
         path=ctx.local_path(str(raw["path"])) if raw.get("path") else defaults.path,
@@ -1159,6 +1220,7 @@ def _build_approvals(raw: Mapping[str, Any], ctx: _Builder) -> ApprovalsConfig:
         webhook=webhook,
         store=store,
         postgresql=_build_postgres(raw.get("postgresql"), path, ctx),
+        redis=_build_redis_approvals(raw.get("redis"), path, ctx),
     )
 
 
@@ -1384,6 +1446,13 @@ def _build_upstream(name: str, raw: Mapping[str, Any], ctx: _Builder) -> Upstrea
         problem = _url_problem(url)
         if problem:
             ctx.report((*path, "url"), problem)
+    urls = tuple(str(u) for u in raw.get("urls") or ())
+    for index, each in enumerate(urls):
+        problem = _url_problem(each)
+        if problem:
+            ctx.report((*path, "urls", index), problem)
+    if urls:
+        url = urls[0]  # code that reads one url (listing, the registry CLI) takes the first instance
 
     headers = ctx.values(raw.get("headers"), (*path, "headers"))
     seen: dict[str, str] = {}
@@ -1462,4 +1531,7 @@ def _build_upstream(name: str, raw: Mapping[str, Any], ctx: _Builder) -> Upstrea
                 for tenant, headers in (raw.get("tenant_headers") or {}).items()
             }
         ),
+        urls=urls,
+        instances=int(raw.get("instances", 1)),
+        balance=raw.get("balance", "round_robin"),
     )

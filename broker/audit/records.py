@@ -12,6 +12,7 @@ and resource URIs; the caller's credential is never read.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,6 +68,9 @@ class Outcome:
                 )
             if isinstance(exc, BrokerError):
                 return cls("error", latency_ms, _error(exc.code, exc.reason, exc.message))
+            if isinstance(exc, asyncio.CancelledError):  # the caller cancelled or went away
+                status: OutcomeStatus = "not_forwarded" if latency_ms is None else "error"
+                return cls(status, latency_ms, _error(None, "cancelled", "the caller cancelled or went away"))
             return cls("error", latency_ms, _error(None, "internal_error", type(exc).__name__))
         if result is not None and result.get("isError") is True:
             return cls("is_error", latency_ms)

@@ -38,6 +38,7 @@ from broker.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     PARSE_ERROR,
+    BrokerError,
     ForwardedError,
     error_for_exception,
 )
@@ -804,7 +805,7 @@ class _ClientGone(Exception):
 
 
 def _error_reply(call: Call, exc: BaseException) -> Message:
-    if not isinstance(exc, (ForwardedError,)) and type(exc).__module__ != "broker.errors":
+    if not isinstance(exc, BrokerError | ForwardedError):
         log.exception("unexpected error while handling %s", call.method)
     return jsonrpc.error(call.request_id, error_for_exception(exc))
 

@@ -19,7 +19,7 @@ from typing import Any
 from mcp.shared.inbound import InboundLadderRejection, classify_inbound_request
 
 from broker import jsonrpc
-from broker.errors import ACCESS_DENIED, INVALID_REQUEST, error_for_exception
+from broker.errors import ACCESS_DENIED, INVALID_REQUEST, BrokerError, ForwardedError, error_for_exception
 from broker.gateway.call import Call
 from broker.gateway.gateway import Gateway, ListenStream
 from broker.gateway.sessions import DownstreamSession
@@ -177,7 +177,7 @@ class StdioFront:
                 return  # the caller cancelled: no answer is owed
             raise
         except Exception as exc:
-            if type(exc).__module__ != "broker.errors":
+            if not isinstance(exc, BrokerError | ForwardedError):
                 log.exception("unexpected error while handling %s", method)
             self.write(jsonrpc.error(request_id, error_for_exception(exc)))
 

@@ -37,8 +37,9 @@ from broker.telemetry.metrics import BrokerMetrics
 from broker.telemetry.outcome import call_outcome
 from broker.telemetry.tracing import Tracing, TracingConfig
 from broker.upstream.connection import PendingCall, Relay, UpstreamConnection, UpstreamRpcError
+from broker.upstream.group import Upstream
 from broker.upstream.listing import UpstreamListing
-from broker.upstream.supervisor import UpstreamState, UpstreamSupervisor
+from broker.upstream.supervisor import UpstreamState
 
 OBSERVED_METHODS = frozenset(
     {"tools/call", "prompts/get", "resources/read", "completion/complete", "resources/subscribe"}
@@ -107,7 +108,9 @@ class Gateway:
         self.registry: Registry | None = None
         self.metrics: BrokerMetrics | None = None
         self.tracing = Tracing(TracingConfig())  # off until attach() gives the configured one
-        self.upstreams: dict[str, UpstreamSupervisor] = {}
+        self.decision_feed: Callable[[Call, str], None] | None = None
+        """Told how each routed call ended (the dashboard's live decisions); O(1), no I/O."""
+        self.upstreams: dict[str, Upstream] = {}
         self.listens: set[ListenStream] = set()
         self.continuations = ContinuationStore()
         self._subscribed: dict[str, int] = {}  # public URI → subscribers, for upstream subscribe/unsubscribe
@@ -131,7 +134,7 @@ class Gateway:
     def attach(
         self,
         pipeline: Pipeline,
-        upstreams: Mapping[str, UpstreamSupervisor],
+        upstreams: Mapping[str, Upstream],
         visibility: Visibility,
         audit: AuditTrail | None = None,
         registry: Registry | None = None,
@@ -241,6 +244,8 @@ class Gateway:
                 public = str(target.resource.get("id", target.name))
             trace.set_target(target.upstream, public)
         trace.outcome(outcome.outcome, fault=outcome.fault)
+        if self.decision_feed is not None and call.method in OBSERVED_METHODS:
+            self.decision_feed(call, outcome.outcome)
         metrics = self.metrics
         if metrics is None or call.method not in OBSERVED_METHODS:
             return
@@ -416,7 +421,7 @@ class Gateway:
         params = message.get("params") or {}
         upstream = self.upstreams.get(conn.name)
         if method in _LIST_CHANGED:
-            if upstream is not None and conn is upstream.connection:
+            if upstream is not None and conn.owner is None:  # the supervisor's (or an instance's) own
                 self._spawn(upstream.refresh())
         elif method == "notifications/resources/updated":
             uri = params.get("uri")
@@ -510,7 +515,7 @@ class Gateway:
 
     # -- upstream availability (UpstreamListener) ----------------------------------------------
 
-    def upstream_ready(self, upstream: UpstreamSupervisor, listing: UpstreamListing) -> None:
+    def upstream_ready(self, upstream: Upstream, listing: UpstreamListing) -> None:
         if self.upstreams.get(upstream.name) is not upstream:
             return  # a supervisor a config reload replaced
         removal = self._removals.pop(upstream.name, None)
@@ -534,7 +539,7 @@ class Gateway:
             log.error("catalog: %s", problem)
         self._announce_changes(before)
 
-    def _offer(self, upstream: UpstreamSupervisor, listing: UpstreamListing) -> UpstreamOffer:
+    def _offer(self, upstream: Upstream, listing: UpstreamListing) -> UpstreamOffer:
         """What the catalog gets of an upstream: with the tool registry, without the items it
         holds back, and with each item's `pinned` and `flags` for policies."""
         hidden: set[tuple[str, str]] = set()
@@ -586,6 +591,12 @@ class Gateway:
         self._announce_changes(before)
 
     def _registry_changed(self, check: ListingCheck) -> None:
+        if self.metrics is not None and self.registry is not None:
+            self.metrics.registry_changed(
+                check.server,
+                newly_quarantined=len(check.newly_quarantined),
+                quarantined_now=sum(1 for v in self.registry.guard.verdicts() if v.quarantined),
+            )
         for verdict in check.newly_quarantined:
             log.warning(
                 "registry: %s %s of upstream %s quarantined: %s",
@@ -599,7 +610,7 @@ class Gateway:
         if self.audit is not None and (check.newly_quarantined or check.released):
             self._spawn(self.audit.registry(check))
 
-    def replace_upstreams(self, upstreams: Mapping[str, UpstreamSupervisor], order: list[str]) -> None:
+    def replace_upstreams(self, upstreams: Mapping[str, Upstream], order: list[str]) -> None:
         """After a config reload: the upstreams now configured; the catalog keeps only their offers."""
         before = (
             self.catalog.tool_list,
@@ -622,13 +633,13 @@ class Gateway:
         self.catalog.set_upstreams(order, {name: u.config.namespace for name, u in upstreams.items()})
         self._announce_changes(before)
 
-    def upstream_down(self, upstream: UpstreamSupervisor, reason: str) -> None:
+    def upstream_down(self, upstream: Upstream, reason: str) -> None:
         if upstream.name in self._removals:
             return
         loop = asyncio.get_running_loop()
         self._removals[upstream.name] = loop.call_later(REMOVE_AFTER_DOWN_SECONDS, self._remove, upstream)
 
-    def _remove(self, upstream: UpstreamSupervisor) -> None:
+    def _remove(self, upstream: Upstream) -> None:
         self._removals.pop(upstream.name, None)
         if upstream.state is UpstreamState.READY or self.upstreams.get(upstream.name) is not upstream:
             return  # back up, or replaced by a config reload

@@ -49,7 +49,7 @@ from broker.gateway.stages.validate import ValidateArguments
 from broker.identity.principal import Principal
 from broker.policy.point import PolicyPoint
 from broker.registry import Registry
-from broker.upstream.supervisor import UpstreamSupervisor
+from broker.upstream.group import Upstream
 
 
 class Stage(Protocol):
@@ -101,7 +101,7 @@ class Pipeline:
 
 def build_pipeline(
     catalog: Catalog,
-    upstreams: Mapping[str, UpstreamSupervisor],
+    upstreams: Mapping[str, Upstream],
     availability: Availability,
     *,
     principal: Principal | None,

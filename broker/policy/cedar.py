@@ -35,7 +35,7 @@ from typing import Any
 import cedarpy
 import orjson
 
-from broker.policy.cedar_source import PolicyFiles, read_policy_files
+from broker.policy.cedar_source import PolicyFiles, policy_files, read_policy_files
 from broker.policy.decision import Decision, Effect, Reason
 from broker.policy.engine import AuthzRequest, LoadResult, PolicyLoadError
 from broker.policy.version import policy_version
@@ -89,7 +89,7 @@ class CedarEngine:
     @property
     def watched_files(self) -> list[Path]:
         """What a change of means a reload: the policy files and the schema."""
-        return [*sorted(self._dir.rglob("*.cedar")), self._schema_path]
+        return [*policy_files(self._dir, "*.cedar"), self._schema_path]
 
     # -- loading ----------------------------------------------------------------------------
 

@@ -49,9 +49,19 @@ class PolicyFiles:
         return None
 
 
+def policy_files(directory: Path, pattern: str) -> list[Path]:
+    """The files under `directory` matching `pattern`, skipping hidden names: a Kubernetes
+    ConfigMap mount holds every file twice, once under a `..<timestamp>/` directory."""
+    return sorted(
+        p
+        for p in directory.rglob(pattern)
+        if not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
+
+
 def read_policy_files(directory: Path, root: Path) -> tuple[PolicyFiles | None, list[str]]:
     """Parse every `*.cedar` under `directory`; returns the set, or the problems found."""
-    files = sorted(directory.rglob("*.cedar"))
+    files = policy_files(directory, "*.cedar")
     problems: list[str] = []
     sources: list[PolicySource] = []
     seen_ids: dict[str, PolicySource] = {}

@@ -44,7 +44,7 @@ ACTIONS_FOR_TYPE: Final[Mapping[str, tuple[str, ...]]] = {
     "Tool": ("call_tool", "approve", "self_approve"),
     "Resource": ("read_resource", "complete", "approve", "self_approve"),
     "Prompt": ("get_prompt", "complete", "approve", "self_approve"),
-    "Server": ("list_tools", "list_resources", "list_prompts"),
+    "Server": ("list_tools", "list_resources", "list_prompts", "view_dashboard"),
 }
 SHORTHAND_KEYS: Final = frozenset(
     {"principal", "action", "method", *TARGETS, "arguments", "listing", "context"}

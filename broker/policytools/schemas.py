@@ -14,7 +14,7 @@ from referencing import Registry, Resource
 
 from broker.policytools.common import Problem, YamlDocument
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).parents[1] / "schemas"  # broker/schemas: package data (docs in config.py)
 AUTHZ_REQUEST = SCHEMAS / "authz-request.schema.json"
 POLICY_TEST = SCHEMAS / "policy-test.schema.json"
 

@@ -134,8 +134,13 @@ def combine(obligations: Iterable[Obligation]) -> tuple[Redact | None, ResultSca
 
 
 def obligations_from_annotations(annotations: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Obligations from Cedar policy annotations: `@redact("secrets,email")`, `@result_scan("block")`."""
+    """Obligations from Cedar policy annotations: `@redact("secrets,email")`, `@result_scan("block")`,
+    `@rate_limit("10/minute")` (counted per principal and tool, named after the policy's `@id`)."""
     out: list[dict[str, Any]] = []
+    if "rate_limit" in annotations:
+        limits = [t.strip() for t in annotations["rate_limit"].split(",") if t.strip()]
+        name = annotations.get("id", "policy")
+        out.append({"type": "rate_limit", "name": name, "limits": limits, "per": ["principal", "tool"]})
     if "redact" in annotations:
         names = [n.strip() for n in annotations["redact"].split(",") if n.strip()] or ["secrets"]
         out.append({"type": "redact", "detectors": names})

@@ -170,6 +170,17 @@ class BrokerMetrics:
             ["reason"],
             registry=reg,
         )
+        self._registry_quarantines = Counter(
+            f"{PREFIX}_registry_quarantines",
+            "Tools, resources and prompts the tool registry quarantined (drifted, unpinned, flagged).",
+            ["server"],
+            registry=reg,
+        )
+        self._registry_quarantined = Gauge(
+            f"{PREFIX}_registry_quarantined",
+            "Items the tool registry holds back now.",
+            registry=reg,
+        )
         self._build = Info(
             f"{PREFIX}_build",
             "The running broker: its version, the policy version in force, the engine.",
@@ -279,6 +290,12 @@ class BrokerMetrics:
 
     def breaker_rejected(self, server: str) -> None:
         self._breaker_rejected.labels(server).inc()
+
+    def registry_changed(self, server: str, *, newly_quarantined: int, quarantined_now: int) -> None:
+        """The tool registry judged a listing (or new pins): quarantines and the current count."""
+        if newly_quarantined:
+            self._registry_quarantines.labels(server).inc(newly_quarantined)
+        self._registry_quarantined.set(quarantined_now)
 
     def watch_budgets(self, snapshot: Callable[[], Iterable[BudgetReading]], max_keys: int = 200) -> None:
         """Export the call budgets (issue #9) at scrape time: `mcp_broker_quota_remaining` and

@@ -102,9 +102,12 @@ class RateLimiter:
             self._slots[subject] = slots
         return slots
 
-    async def check(self, subject: TrafficSubject) -> RateVerdict:
-        """Count the call if every matching limit has room; else say which one is full."""
+    async def check(self, subject: TrafficSubject, extra: Sequence[RateLimitRule] = ()) -> RateVerdict:
+        """Count the call if every matching limit has room; else say which one is full. `extra`:
+        rules the policy attached to this very call (obligations): they apply without matching."""
         slots = self.slots(subject)
+        if extra:
+            slots = [*slots, *(slot for rule in extra for slot in rule.slots(subject))]
         if not slots:
             return ADMITTED
         refusal = await self._store.acquire(slots)
@@ -114,9 +117,9 @@ class RateLimiter:
         text = f"{limit.amount}/{limit.get_expiry()}s"
         return RateVerdict(refusal.slot.rule, text, refusal.retry_after)
 
-    async def enforce(self, subject: TrafficSubject) -> None:
+    async def enforce(self, subject: TrafficSubject, extra: Sequence[RateLimitRule] = ()) -> None:
         """`check`, raising `RateLimited` for a refusal (what the gateway stage calls)."""
-        verdict = await self.check(subject)
+        verdict = await self.check(subject, extra)
         if verdict.rule is not None:
             wait = verdict.retry_after
             raise RateLimited(

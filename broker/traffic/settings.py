@@ -106,6 +106,15 @@ def _rate_limit(raw: object, where: str) -> RateLimitRule:
     return RateLimitRule(name, match, _per(item, where), tuple(limits))
 
 
+def obligation_rule(raw: Mapping[str, Any]) -> RateLimitRule:
+    """A rate limit a policy attached to a call: `{type: rate_limit, name, limits, per}` (no `match`:
+    it applies to the call it came with). ValueError names what is wrong."""
+    item = {k: v for k, v in raw.items() if k != "type"}
+    item.setdefault("name", "policy")
+    item["name"] = f"policy:{item['name']}"  # never the same counters as a configured rule
+    return _rate_limit(item, "rate_limit obligation")
+
+
 def _quota(raw: object, where: str) -> QuotaRule:
     item = _mapping(raw, where, {"name", "match", "per", "budget", "period", "costs"})
     name = _name(item, where)

@@ -249,6 +249,10 @@ class UpstreamConnection:
         finally:
             del self._pending[uid]
             self._relayed.pop(uid, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # failed by a close while the send itself failed: already reported
+            else:
+                future.cancel()
 
     def _cancel_upstream(self, uid: int, reason: str) -> None:
         if not self.closed:

@@ -150,6 +150,11 @@ class StreamableHttpTransport:
             quick_ack(resp)
             chunks = resp.aiter_bytes()  # one iterator: what the answer leaves unread is drained later
             await self._read_response(resp, chunks, message, related)
+        except httpx2.ConnectError as exc:
+            # Nobody listens there any more: the connection is dead now, not at the next ping,
+            # so the supervisor reconnects (and a group stops routing to this instance).
+            self._fire_close(f"cannot connect to {self.url}: {exc!r}")
+            raise TransportError(f"HTTP request to {self.url} failed: {exc!r}") from exc
         except httpx2.HTTPError as exc:
             raise TransportError(f"HTTP request to {self.url} failed: {exc!r}") from exc
         finally:

@@ -130,6 +130,10 @@ async def test_a_drifted_tool_is_hidden_and_refused_until_pinned_again(tmp_path:
             await eventually(back, "the re-pinned tool is listed again")
             result = await client.call_tool("weather__get_forecast", {"city": "Porto", "notes": "x"})
             assert "Porto" in text_of(result)
+        async with httpx.AsyncClient(timeout=10) as http:
+            scrape = (await http.get(f"{broker.base_url}/metrics")).text
+        assert 'mcp_broker_registry_quarantines_total{server="weather"} 1.0' in scrape
+        assert "mcp_broker_registry_quarantined 0.0" in scrape
 
     changes = [r for r in audit_records(tmp_path) if r["kind"] == "registry"]
     quarantined = [v for r in changes for v in r["quarantined"]]

@@ -174,3 +174,24 @@ async def test_the_records_of_both_replicas_verify_as_one_chain(
     assert len(counts) >= 20
     sessions = {r["session"] for r in counts}
     assert len(sessions) >= 2, "records of both replicas are in the one chain"
+
+
+async def test_replicas_can_share_their_approvals_through_redis(tmp_path: Path) -> None:
+    keys = [
+        {"sha256": api_key_digest(KEYS[name]), "principal": {"type": "User", "id": name, "roles": roles}}
+        for name, roles in PEOPLE.items()
+    ]
+    with ExitStack() as stack:
+        redis = stack.enter_context(running_redis())
+        config = broker_config(
+            {"counter": stdio_upstream("counter")},
+            policy={"path": str(POLICIES), "watch": False},
+            identity={"authentication": {"resource": "http://127.0.0.1/mcp", "api_keys": keys}},
+            approvals={"store": "redis", "redis": {"url": {"env": "BROKER_TEST_REDIS_URL"}}, "timeout": 60},
+        )
+        env = {"BROKER_TEST_REDIS_URL": redis.url}
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = stack.enter_context(running_broker(tmp_path / "a", config, env=env))
+        b = stack.enter_context(running_broker(tmp_path / "b", config, env=env))
+        await test_an_approval_asked_on_one_replica_is_granted_through_the_other((a, b, ""))

@@ -20,8 +20,11 @@ from mcp.shared.exceptions import MCPError
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.broker import broker_config, running_broker, stdio_upstream
+from tests.support.opa import opa_binary
 
 pytestmark = pytest.mark.anyio
+
+RATE_LIMITED_POLICIES = Path(__file__).resolve().parents[1] / "support" / "policies" / "rate-limited"
 
 
 def text_of(result: types.CallToolResult) -> str:
@@ -152,3 +155,21 @@ async def test_a_per_tool_deadline_replaces_the_upstream_default(tmp_path: Path)
             assert reply["reason"] == "upstream_timeout", reply
             assert "within 0.5s" in reply["message"], reply  # the tool's deadline, not the default 30 s
             assert text_of(await client.call_tool("crashy__ok", {})) == "ok"
+
+
+@pytest.mark.parametrize("engine", ["cedar", "opa"])
+async def test_a_rate_limit_returned_by_the_policy_holds(tmp_path: Path, engine: str) -> None:
+    policy: dict[str, Any] = {"engine": engine, "path": str(RATE_LIMITED_POLICIES), "watch": False}
+    if engine == "opa":
+        policy["opa"] = {"binary": str(opa_binary())}
+    config = broker_config({"counter": stdio_upstream("counter")}, policy=policy)
+    with running_broker(tmp_path, config) as broker:
+        async with Client(broker.url, mode="legacy") as client:
+            for _ in range(2):
+                await client.call_tool("counter__hit", {})
+            reply = await refused(client, "counter__hit")
+            assert reply["reason"] == "rate_limited", reply
+            assert "policy:hits-are-rationed" in reply["message"], reply
+            assert await hits(client) == 2, "a call over the policy's limit reached the upstream"
+            for _ in range(3):
+                await client.call_tool("counter__count", {})  # no obligation: not limited

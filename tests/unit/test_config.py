@@ -246,8 +246,8 @@ def test_unknown_key_suggests_the_closest_name(tmp_path: Path) -> None:
 def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path: Path) -> None:
     assert problems("zzz: 1\n" + MINIMAL, tmp_path) == [
         "broker.yaml:1: (top level): unknown key 'zzz' "
-        "(allowed: approvals, audit, catalog, http, identity, logging, metrics, policy, registry, server, "
-        "tracing, traffic, upstreams)"
+        "(allowed: approvals, audit, catalog, dashboard, http, identity, logging, metrics, policy, "
+        "registry, server, tracing, traffic, upstreams)"
     ]
 
 
@@ -865,3 +865,14 @@ def test_every_schema_key_is_documented() -> None:
         if "properties" in sub and "type" in sub:
             for name in sub["properties"]:
                 assert f"`{name}`" in docs, f"{where}/properties/{name} is not in docs/config.md"
+
+
+def test_a_redis_url_with_a_password_comes_from_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BROKER_REDIS_URL", "redis://:s3cret@127.0.0.1:6379/0")
+    config = parse(MINIMAL + "traffic:\n  storage: {env: BROKER_REDIS_URL}\n", tmp_path)
+    assert config.traffic.storage == "redis://:s3cret@127.0.0.1:6379/0"
+    monkeypatch.delenv("BROKER_REDIS_URL")
+    with pytest.raises(ConfigError, match="BROKER_REDIS_URL"):
+        parse(MINIMAL + "traffic:\n  storage: {env: BROKER_REDIS_URL}\n", tmp_path)

@@ -18,13 +18,11 @@ from broker.gateway.call import Call, Target
 from broker.gateway.stages.traffic import COUNTED_METHODS, UpstreamAdmission
 from broker.policy.decision import Effect
 from broker.protocol import upstream_meta
-from broker.upstream.supervisor import UpstreamSupervisor
+from broker.upstream.group import Upstream
 
 
 class Forward:
-    def __init__(
-        self, upstreams: Mapping[str, UpstreamSupervisor], admission: UpstreamAdmission | None = None
-    ) -> None:
+    def __init__(self, upstreams: Mapping[str, Upstream], admission: UpstreamAdmission | None = None) -> None:
         self._upstreams = upstreams
         self._admission = admission
 

@@ -20,7 +20,9 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any, ClassVar
 
-from broker.errors import UpstreamError
+import orjson
+
+from broker.errors import PolicyFailure, UpstreamError
 from broker.gateway.call import Call
 from broker.telemetry.metrics import BrokerMetrics
 from broker.traffic.breaker import BreakerBoard
@@ -28,11 +30,14 @@ from broker.traffic.cache import ResponseCache
 from broker.traffic.concurrency import ConcurrencyGate
 from broker.traffic.errors import CircuitOpen, TrafficRefusal
 from broker.traffic.quota import QuotaBook
-from broker.traffic.ratelimit import RateLimiter
+from broker.traffic.ratelimit import RateLimiter, RateLimitRule
+from broker.traffic.settings import obligation_rule
 from broker.traffic.subject import TrafficSubject
 
 COUNTED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
 """The requests traffic rules apply to (subscriptions and lists are not rate limited)."""
+
+_PARSED_LIMIT = 1024
 
 
 def subject_of(call: Call) -> TrafficSubject:
@@ -55,13 +60,43 @@ class Throttle:
         self._limiter = limiter
         self._quotas = quotas
         self._metrics = metrics
+        self._parsed: dict[str, RateLimitRule] = {}
+        """Obligation (as canonical JSON) → its rule: a policy returns the same few again and again.
+        Bounded: emptied when it reaches _PARSED_LIMIT entries."""
+
+    def _policy_limits(self, call: Call) -> list[RateLimitRule]:
+        """Rate limits the policy attached to this call (`rate_limit` obligations). One the broker
+        cannot apply withholds the call: a limit the policy asked for is never skipped."""
+        decision = call.decision
+        if decision is None or not decision.obligations:
+            return []
+        rules: list[RateLimitRule] = []
+        for raw in decision.obligations:
+            if raw.get("type") != "rate_limit":
+                continue
+            key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
+            rule = self._parsed.get(key)
+            if rule is None:
+                try:
+                    rule = obligation_rule(raw)
+                except ValueError as exc:
+                    raise PolicyFailure(
+                        f"the policy asked for a rate limit the broker cannot apply ({exc}); "
+                        "the call is refused"
+                    ) from None
+                if len(self._parsed) >= _PARSED_LIMIT:
+                    self._parsed.clear()
+                self._parsed[key] = rule
+            rules.append(rule)
+        return rules
 
     async def handle(self, call: Call) -> None:
         if call.method not in COUNTED_METHODS:
             return
         subject = subject_of(call)
+        extra = self._policy_limits(call)
         try:
-            await self._limiter.enforce(subject)
+            await self._limiter.enforce(subject, extra)
             call.quota_charge = await self._quotas.charge(subject)
         except TrafficRefusal:
             if self._metrics is not None:

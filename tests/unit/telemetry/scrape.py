@@ -45,4 +45,5 @@ def exercise_every_method(metrics: BrokerMetrics) -> None:
     metrics.policy_reloaded("cedar", ok=True)
     metrics.policy_reloaded("cedar", ok=False)
     metrics.set_build_info(version="0.1.0", policy_version="abc123", engine="cedar")
+    metrics.registry_changed("github", newly_quarantined=1, quarantined_now=1)
     metrics.watch_budgets(lambda: [QuotaStatus("tenant-daily", "acme", 100, 40, 0.0)])
