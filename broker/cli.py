@@ -1,4 +1,9 @@
-"""`mcp-broker`: serve over HTTP, serve over stdio, check a config file."""
+"""`mcp-broker`: serve over HTTP, serve over stdio, check a config file.
+
+Every command's help ends with a runnable `example:`; user errors (a missing file, bad
+arguments, an unreachable broker) end in one `error: … ` line on stderr that says what to do,
+never a traceback; exit 2 means the command could not run.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,10 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import uvicorn
 
-from broker.app import Broker, StartupError, broker_version
 from broker.approval.cli import add_approval_commands
 from broker.audit.cli import add_audit_commands
 from broker.config import BrokerConfig, ConfigError, load_config
@@ -28,7 +32,52 @@ from broker.policytools.cli import add_policy_commands
 from broker.registry.cli import add_registry_commands
 from broker.telemetry.logging import JsonLogFormatter
 
+if TYPE_CHECKING:  # broker.app takes over a second to import: only the commands that run a broker do
+    from broker.app import Broker
+
 EXIT_CONFIG = 2
+EXIT_CODES = "exit codes: 0 = done, 1 = the command failed while running, 2 = bad arguments or config"
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one `error: …` line naming the help to read.
+
+    argparse's own report is the usage block plus `prog: error: …`; the broker's commands all
+    end in one `error:` line, so a script (or a person) finds the same thing on every failure.
+    Subparsers inherit the class (argparse builds them with `type(parent)`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"error: {message}; see `{self.prog} --help`\n")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, looking the version up only when asked (it lives in the slow-to-import broker.app)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: str | None = None
+    ) -> None:
+        from broker.app import broker_version
+
+        sys.stdout.write(f"mcp-broker {broker_version()}\n")  # on stdout, like argparse's own
+        parser.exit(0)
+
+
+def epilog(*examples: str, codes: str = EXIT_CODES) -> str:
+    """The help's closing block: runnable examples, then what the exit codes mean."""
+    lines = "\n".join(f"  {example}" for example in examples)
+    return f"example{'s' if len(examples) > 1 else ''}:\n{lines}\n\n{codes}"
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -102,6 +151,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 async def _started(config: BrokerConfig) -> Broker | None:
     """A started broker, or None after logging why it must not run (exit code 2)."""
+    from broker.app import Broker, StartupError
+
     broker = Broker(config)
     try:
         await broker.start()
@@ -249,7 +300,11 @@ def cmd_connect(args: argparse.Namespace) -> int:
         try:
             token = Path(args.token_file).read_text().strip()
         except OSError as exc:
-            print(f"cannot read the token file {args.token_file}: {exc.strerror}", file=sys.stderr)
+            print(
+                f"error: cannot read the token file {args.token_file}: {exc.strerror}; "
+                "fix the path, or pass the token in an environment variable (--token-env NAME)",
+                file=sys.stderr,
+            )
             return EXIT_CONFIG
     else:
         token = os.environ.get(args.token_env) or None
@@ -279,19 +334,31 @@ def cmd_api_key(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="mcp-broker",
-        description="Policy-driven authorization broker for the Model Context Protocol.",
-        epilog="Example: mcp-broker serve -c examples/broker.yaml   (then connect an MCP client to "
+        description="Policy-driven authorization broker for the Model Context Protocol.\n"
+        "Example: mcp-broker serve -c examples/broker.yaml   (then connect an MCP client to "
         "http://127.0.0.1:8787/mcp)",
+        epilog=epilog(
+            "mcp-broker serve -c examples/broker.yaml",
+            "mcp-broker check-config examples/broker.yaml",
+            "mcp-broker approvals list -c examples/broker.yaml",
+        ),
     )
-    parser.add_argument("--version", action="version", version=f"mcp-broker {broker_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser(
         "serve",
         help="serve MCP over Streamable HTTP",
-        description="Serve MCP over Streamable HTTP. Example: mcp-broker serve -c examples/broker.yaml",
+        description="Serve MCP over Streamable HTTP at http.host:http.port (http.path) until SIGTERM or "
+        "SIGINT; SIGHUP reloads the policies.\nExample: mcp-broker serve -c examples/broker.yaml",
+        epilog=epilog(
+            "mcp-broker serve -c examples/broker.yaml",
+            "mcp-broker serve -c examples/broker.yaml --port 0 --ready-file /tmp/broker.url",
+            codes="exit codes: 0 = stopped cleanly, 1 = could not listen or serve, 2 = invalid config "
+            "or the broker could not start (policies, audit trail)",
+        ),
     )
     serve.add_argument("-c", "--config", default="broker.yaml", help="config file (default: broker.yaml)")
     serve.add_argument("--host", help="override http.host")
@@ -303,7 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     stdio = sub.add_parser(
         "stdio",
         help="serve MCP over stdin/stdout",
-        description="Serve one caller over stdin/stdout. Example: mcp-broker stdio -c examples/broker.yaml",
+        description="Serve one caller over stdin/stdout (logs go to stderr); exits when stdin closes."
+        "\nExample: mcp-broker stdio -c examples/broker.yaml",
+        epilog=epilog(
+            "mcp-broker stdio -c examples/broker.yaml",
+            codes="exit codes: 0 = the caller closed stdin, 2 = invalid config or the broker could not start",
+        ),
     )
     stdio.add_argument("-c", "--config", default="broker.yaml", help="config file (default: broker.yaml)")
     stdio.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -312,7 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check-config",
         help="validate a config file and exit (0 valid, 2 invalid)",
-        description="Validate a config file. Example: mcp-broker check-config examples/broker.yaml",
+        description="Validate a config file: every problem is one FILE:LINE: PATH: problem line on stderr."
+        "\nExample: mcp-broker check-config examples/broker.yaml",
+        epilog=epilog(
+            "mcp-broker check-config examples/broker.yaml", codes="exit codes: 0 = valid, 2 = invalid"
+        ),
     )
     check.add_argument("config", help="config file")
     check.set_defaults(func=cmd_check_config)
@@ -320,8 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     connect = sub.add_parser(
         "connect",
         help="a local stdio server that forwards to a remote broker over Streamable HTTP",
-        description="For hosts that only launch stdio servers. "
-        "Example: MCP_BROKER_TOKEN=... mcp-broker connect https://broker.example.com/mcp",
+        description="For hosts that only launch stdio servers: speak MCP on stdin/stdout and forward "
+        "every message to a remote broker, with the bearer token from an environment variable or file.",
+        epilog=epilog(
+            "MCP_BROKER_TOKEN=... mcp-broker connect https://broker.example.com/mcp",
+            "mcp-broker connect http://127.0.0.1:8787/mcp --token-file ~/.config/mcp-broker/token",
+            codes="exit codes: 0 = the caller closed stdin, 2 = the token file cannot be read",
+        ),
     )
     connect.add_argument("url", help="the remote broker's MCP endpoint")
     connect.add_argument("--token-env", default="MCP_BROKER_TOKEN", help="env var with the bearer token")
@@ -332,7 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     api_key = sub.add_parser(
         "api-key",
         help="make a new API key and print the config entry (its sha256) for it",
-        description="Example: mcp-broker api-key --id nightly-ci --role ci",
+        description="Make a new random API key, print it once (it is stored nowhere) and the "
+        "identity.authentication.api_keys entry that holds only its sha256.",
+        epilog=epilog(
+            "mcp-broker api-key --id nightly-ci --role ci",
+            codes="exit codes: 0 = printed, 2 = bad arguments",
+        ),
     )
     api_key.add_argument("--id", required=True, help="the principal id policies will see")
     api_key.add_argument(
@@ -350,8 +436,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except OSError as exc:  # a file the command needs: missing, unreadable, unwritable
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     return code
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}; check the path and its permissions"
 
 
 if __name__ == "__main__":

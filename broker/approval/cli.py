@@ -15,7 +15,7 @@ import argparse
 import datetime
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx2
@@ -27,49 +27,101 @@ DEFAULT_TOKEN_ENV = "MCP_BROKER_TOKEN"
 
 
 class _Failure(Exception):
-    def __init__(self, code: int, message: str) -> None:
+    """Stops a command with `code`: `details` lines (config problems), then one `error: …` line."""
+
+    def __init__(self, code: int, message: str, details: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = list(details)
+
+
+EXIT_CODES = (
+    "exit codes: 0 = done, 1 = the broker refused (not allowed, unknown id, already decided), "
+    "2 = the command could not run (no broker, bad arguments)"
+)
+WHERE = (
+    "The broker is named by --url URL, -c CONFIG or $MCP_BROKER_URL; the approver's token is read from "
+    "$MCP_BROKER_TOKEN (or --token-env NAME)"
+)
+
+# name, summary, description, example
+_COMMANDS = (
+    (
+        "list",
+        "approvals you may see (pending by default)",
+        "List the approvals the approver may see, newest first: id, status, requester, target, times.",
+        "mcp-broker approvals list -c broker.yaml --status all",
+    ),
+    (
+        "show",
+        "show one approval: the call, its arguments, why it needs approval",
+        "Show one approval: requester, call and arguments, argument digest, the policy reasons, times.",
+        "mcp-broker approvals show apr_123 --url http://127.0.0.1:8787",
+    ),
+    (
+        "approve",
+        "approve one approval (the waiting call then goes through)",
+        "Approve a pending approval. The broker checks that you may (policy, separation of duties, "
+        "expiry); the waiting call then reaches its upstream.",
+        "mcp-broker approvals approve apr_123 -c broker.yaml --note 'checked the diff'",
+    ),
+    (
+        "deny",
+        "deny one approval (the waiting call fails)",
+        "Deny a pending approval; the waiting call is refused.",
+        "mcp-broker approvals deny apr_123 -c broker.yaml --note 'not during the freeze'",
+    ),
+)
 
 
 def add_approval_commands(sub: Any) -> None:
     parser = sub.add_parser(
         "approvals",
         help="list, show, approve or deny pending approvals (through the broker's API)",
-        description=(
-            "Talk to a running broker's approvals API. Example: mcp-broker approvals list -c broker.yaml; "
-            "mcp-broker approvals approve apr_… --note 'checked'. Exit codes: 0 done, 1 refused, 2 error."
-        ),
+        description="Talk to a running broker's approvals API; every rule (policy, separation of duties, "
+        f"expiry) is the broker's. {WHERE}.",
+        epilog="examples:\n  mcp-broker approvals list -c broker.yaml\n"
+        "  mcp-broker approvals approve apr_123 -c broker.yaml --note 'checked'\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="approvals_command", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        where = p.add_mutually_exclusive_group()
-        where.add_argument(
-            "--url", help="the broker's base URL, e.g. http://127.0.0.1:8787 (or $MCP_BROKER_URL)"
+    commands = parser.add_subparsers(dest="approvals_command", required=True, metavar="COMMAND")
+    actions: dict[str, Callable[[argparse.Namespace], None]] = {
+        "list": _list,
+        "show": _show,
+        "approve": _approve,
+        "deny": _deny,
+    }
+    for name, summary, description, example in _COMMANDS:
+        p = commands.add_parser(
+            name,
+            help=summary,
+            description=f"{description} {WHERE}.",
+            epilog=f"example:\n  {example}\n\n{EXIT_CODES}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        where.add_argument("-c", "--config", help="take the broker's address from its config file")
-        p.add_argument(
-            "--token-env",
-            default=DEFAULT_TOKEN_ENV,
-            help=f"environment variable holding the approver's bearer token (default {DEFAULT_TOKEN_ENV})",
-        )
-        p.add_argument("--format", choices=["table", "json"], default="table")
-
-    listing = commands.add_parser("list", help="approvals you may see (pending by default)")
-    common(listing)
-    listing.add_argument(
-        "--status", default="pending", help="pending, approved, denied, expired, cancelled or all"
-    )
-    listing.set_defaults(func=_command(_list))
-    for name, func in (("show", _show), ("approve", _approve), ("deny", _deny)):
-        p = commands.add_parser(name, help=f"{name} one approval")
-        common(p)
-        p.add_argument("approval_id")
+        _common(p)
+        if name == "list":
+            p.add_argument(
+                "--status", default="pending", help="pending, approved, denied, expired, cancelled or all"
+            )
+        else:
+            p.add_argument("approval_id", metavar="ID", help="the approval's id (apr_…), from `list`")
         if name in ("approve", "deny"):
             p.add_argument("--note", default="", help="why (recorded with the decision)")
-        p.set_defaults(func=_command(func))
+        p.set_defaults(func=_command(actions[name]))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url", help="the broker's base URL, e.g. http://127.0.0.1:8787 (or $MCP_BROKER_URL)")
+    where.add_argument("-c", "--config", help="take the broker's address from its config file")
+    p.add_argument(
+        "--token-env",
+        default=DEFAULT_TOKEN_ENV,
+        help=f"environment variable holding the approver's bearer token (default {DEFAULT_TOKEN_ENV})",
+    )
+    p.add_argument("--format", choices=["table", "json"], default="table")
 
 
 def _base_url(args: argparse.Namespace) -> str:
@@ -79,7 +131,12 @@ def _base_url(args: argparse.Namespace) -> str:
         try:
             config = load_config(args.config)
         except ConfigError as exc:
-            raise _Failure(2, f"the config {args.config} is not valid:\n{exc}") from None
+            raise _Failure(
+                2,
+                f"the config {args.config} is not valid; fix the problems above "
+                f"(mcp-broker check-config {args.config}) or give --url",
+                exc.problems,
+            ) from None
         host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{config.http.port}"
@@ -98,7 +155,11 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
     try:
         response = httpx2.request(method, url, headers=headers, json=body, timeout=30.0)
     except httpx2.HTTPError as exc:
-        raise _Failure(2, f"cannot reach the broker at {url}: {exc}") from None
+        raise _Failure(
+            2,
+            f"cannot reach the broker at {url} ({str(exc) or type(exc).__name__}); is it running? "
+            "Name it with --url URL, -c CONFIG or $MCP_BROKER_URL",
+        ) from None
     try:
         payload = orjson.loads(response.content)
     except orjson.JSONDecodeError:
@@ -179,6 +240,8 @@ def _command(action: Callable[[argparse.Namespace], None]) -> Callable[[argparse
         try:
             action(args)
         except _Failure as exc:
+            for line in exc.details:
+                print(line, file=sys.stderr)
             print(f"error: {exc.message}", file=sys.stderr)
             return exc.code
         return 0

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from broker.progress import add_progress_option, progress_reporter
+
 EXIT_OK = 0
 EXIT_FOUND_NOTHING = 1
 EXIT_ERROR = 2
@@ -36,7 +38,10 @@ def _guarded(command: Command) -> Command:
             return command(args)
         except CommandError as exc:
             print(f"error: {exc}", file=sys.stderr)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
@@ -53,7 +58,10 @@ def _target(paths: Sequence[str]) -> Path | list[Path]:
     targets = [Path(p) for p in paths]
     for path in targets:
         if not path.exists():
-            raise CommandError(f"{path}: no such file or directory")
+            raise CommandError(
+                f"{path}: no such file or directory; give the audit directory (audit.directory in the "
+                "broker's config) or files in it"
+            )
     if len(targets) == 1:
         return targets[0]
     if any(p.is_dir() for p in targets):
@@ -73,7 +81,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         raise CommandError(str(exc)) from None
     target = _target(args.paths)
-    report = verify(target, keys or None, checkpoint=Path(args.checkpoint) if args.checkpoint else None)
+    with progress_reporter("audit verify", requested=args.progress) as progress:
+        report = verify(
+            target,
+            keys or None,
+            checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+            progress=progress.update,
+        )
     if args.format == "json":
         _print_json(report.to_json())
     else:
@@ -245,6 +259,7 @@ def add_audit_commands(subparsers: Any) -> None:
         help="checkpoint file to hold the trail to (default: DIR/audit.checkpoint)",
     )
     verify.add_argument("--format", choices=("text", "json"), default="text", help="output (default: text)")
+    add_progress_option(verify)
 
     export = _command(
         sub,
@@ -319,7 +334,9 @@ def add_audit_commands(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m broker.audit.cli audit …`: the same commands without the rest of the broker's CLI."""
-    parser = argparse.ArgumentParser(prog="mcp-broker")
+    from broker.cli import CommandLineParser  # here: broker.cli imports this module
+
+    parser = CommandLineParser(prog="mcp-broker")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_audit_commands(sub)
     args = parser.parse_args(argv)

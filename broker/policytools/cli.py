@@ -13,10 +13,16 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.policytools.common import EXIT_ERROR, EXIT_OK, ToolError, setup_logging, shown
-from broker.policytools.engines import ENGINE_CHOICES, PolicySet, default_schema, engine_names, find_opa
+from broker.progress import add_progress_option, progress_reporter
+
+if TYPE_CHECKING:  # engines imports broker.app, over a second: only the commands that decide load it
+    from broker.policytools.engines import PolicySet
+
+# = broker.policytools.engines.ENGINE_CHOICES (a test holds them equal), without importing it
+ENGINE_CHOICES = ("cedar", "opa", "both")
 
 EXIT_CODES = (
     "exit codes: 0 = all good, 1 = something was found (see the command), 2 = the command could not run"
@@ -49,6 +55,8 @@ def _guarded(command: Command) -> Command:
 
 
 def _policy_set(args: argparse.Namespace) -> PolicySet:
+    from broker.policytools.engines import PolicySet, default_schema
+
     policies = Path(args.policies)
     return PolicySet(
         policies, default_schema(args.schema), shown(policies) + ("" if args.policies.endswith("/") else "/")
@@ -56,7 +64,15 @@ def _policy_set(args: argparse.Namespace) -> PolicySet:
 
 
 def _opa_for(args: argparse.Namespace, names: Sequence[str]) -> str | None:
+    from broker.policytools.engines import find_opa
+
     return find_opa(args.opa) if "opa" in names else None
+
+
+def _engine_names(choice: str) -> tuple[str, ...]:
+    from broker.policytools.engines import engine_names
+
+    return engine_names(choice)
 
 
 def _emit(lines: Sequence[str]) -> None:
@@ -82,7 +98,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from broker.policytools.runner import json_report, run_suite, text_lines
 
-    names = engine_names(args.engine)
+    names = _engine_names(args.engine)
     policy_set = _policy_set(args)
     paths = [Path(p) for p in args.paths] or [Path("policy-tests")]
     report = asyncio.run(
@@ -122,21 +138,23 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from broker.policytools.diff import json_report, markdown, run_diff, text_lines
 
-    names = engine_names(args.engine)
+    names = _engine_names(args.engine)
     paths: list[Path] | None = [Path(p) for p in args.paths] or None
     if paths is None and (args.log is None or Path("policy-tests").is_dir()):
         paths = [Path("policy-tests")]
-    report = asyncio.run(
-        run_diff(
-            args.base,
-            _policy_set(args),
-            names,
-            _opa_for(args, names),
-            paths,
-            Path(args.catalog) if args.catalog else None,
-            Path(args.log) if args.log else None,
+    with progress_reporter("policy diff", requested=args.progress, unit="decisions") as progress:
+        report = asyncio.run(
+            run_diff(
+                args.base,
+                _policy_set(args),
+                names,
+                _opa_for(args, names),
+                paths,
+                Path(args.catalog) if args.catalog else None,
+                Path(args.log) if args.log else None,
+                progress.update,
+            )
         )
-    )
     if args.format == "markdown":
         sys.stdout.write(markdown(report))
     elif args.format == "json":
@@ -149,7 +167,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from broker.policytools.explain import explain, load_subject, text_lines
 
-    names = engine_names(args.engine)
+    names = _engine_names(args.engine)
     subject = load_subject(Path(args.request), args.case, Path(args.catalog) if args.catalog else None)
     result = asyncio.run(explain(subject, _policy_set(args), names, _opa_for(args, names)))
     if args.format == "json":
@@ -326,6 +344,7 @@ def add_policy_commands(subparsers: Any) -> None:
     diff.add_argument(
         "--format", choices=("text", "markdown", "json"), default="text", help="output format (default: text)"
     )
+    add_progress_option(diff)
 
     explain = _command(
         sub,

@@ -28,6 +28,9 @@ from broker.policytools.common import EXIT_FINDINGS, EXIT_OK, Problem, ToolError
 from broker.policytools.engines import PolicySet, decide_all, started_engines
 from broker.policytools.runner import effect_label
 from broker.policytools.schemas import request_validator, schema_problems
+from broker.progress import ProgressCallback
+
+DECIDE_BATCH = 500  # requests per decide_all call: its own batch size, so one OPA query each
 
 
 @dataclass(frozen=True)
@@ -219,22 +222,56 @@ def policies_at(ref: str, head: PolicySet) -> Iterator[PolicySet]:
 # -- comparing -------------------------------------------------------------------------------------
 
 
+class _DecisionCount:
+    """Decisions made so far on both sides, for a progress callback (both sides run at once)."""
+
+    def __init__(self, total: int, progress: ProgressCallback | None) -> None:
+        self.total = total
+        self.done = 0
+        self.progress = progress
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
 async def _decide(
-    items: Sequence[Item], policy_set: PolicySet, names: Sequence[str], opa: str | None
+    items: Sequence[Item],
+    policy_set: PolicySet,
+    names: Sequence[str],
+    opa: str | None,
+    count: _DecisionCount | None = None,
 ) -> dict[str, dict[int, Decision]]:
     decided: dict[str, dict[int, Decision]] = {}
     async with started_engines(names, policy_set, opa) as engines:
         for name, engine in engines.items():
             chosen = [i for i, item in enumerate(items) if item.runs_on(name)]
-            decisions = await decide_all(engine, [items[i].request for i in chosen])
+            decisions: list[Decision] = []
+            # decide_all's own batches (one OPA query each), counted one batch at a time
+            for start in range(0, len(chosen), DECIDE_BATCH):
+                batch = chosen[start : start + DECIDE_BATCH]
+                decisions += await decide_all(engine, [items[i].request for i in batch], DECIDE_BATCH)
+                if count is not None:
+                    count.add(len(batch))
             decided[name] = dict(zip(chosen, decisions, strict=True))
     return decided
 
 
 async def compare(
-    items: Sequence[Item], base: PolicySet, head: PolicySet, names: Sequence[str], opa: str | None
+    items: Sequence[Item],
+    base: PolicySet,
+    head: PolicySet,
+    names: Sequence[str],
+    opa: str | None,
+    progress: ProgressCallback | None = None,
 ) -> list[Change]:
-    before, after = await asyncio.gather(_decide(items, base, names, opa), _decide(items, head, names, opa))
+    """The items whose decision differs; `progress(done, total)` counts decisions on both sides."""
+    total = 2 * sum(1 for name in names for item in items if item.runs_on(name))
+    count = _DecisionCount(total, progress) if progress is not None else None
+    before, after = await asyncio.gather(
+        _decide(items, base, names, opa, count), _decide(items, head, names, opa, count)
+    )
     changes = []
     for index, item in enumerate(items):
         transitions = {
@@ -339,7 +376,9 @@ async def run_diff(
     case_paths: Sequence[Path] | None,
     catalog: Path | None,
     audit_log: Path | None,
+    progress: ProgressCallback | None = None,
 ) -> DiffReport:
+    """`progress(done, total)`: decisions made of those needed (for the CLI's progress bar)."""
     items: list[Item] = []
     sources: dict[str, int] = {}
     if case_paths is not None:
@@ -353,5 +392,5 @@ async def run_diff(
         sources[f"from {shown(audit_log)}"] = len(logged)
     head.require(names)
     with policies_at(ref, head) as base:
-        changes = await compare(items, base, head, names, opa)
+        changes = await compare(items, base, head, names, opa, progress)
     return DiffReport(ref, tuple(names), items, changes, sources, skipped)

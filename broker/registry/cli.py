@@ -59,7 +59,11 @@ async def fetch_live(config_path: Path, servers: Sequence[str] = (), lock: str |
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        raise CommandError(f"the config {config_path} is not valid", exc.problems) from None
+        raise CommandError(
+            f"the config {config_path} is not valid; fix the problems above "
+            f"(mcp-broker check-config {config_path})",
+            exc.problems,
+        ) from None
     settings = settings_for(config, lock)
     pins = _load_pins(Path(settings.lock_file))  # a broken lock file fails before anything starts
     broker = Broker(config)
@@ -117,10 +121,18 @@ def _load_pins(path: Path) -> Any:
 # -- commands ---------------------------------------------------------------------------------------
 
 
+def _config_path(args: argparse.Namespace) -> Path:
+    """The config file, or one `error:` line saying how to name it (before anything starts)."""
+    path = Path(args.config)
+    if not path.is_file():
+        raise CommandError(f"the config {path} does not exist; give the broker's config with -c FILE")
+    return path
+
+
 def cmd_pin(args: argparse.Namespace) -> int:
     from broker.registry.pins import Pins, pins_for, save_pins
 
-    live = asyncio.run(fetch_live(Path(args.config), args.server, args.lock))
+    live = asyncio.run(fetch_live(_config_path(args), args.server, args.lock))
     path = Path(live.settings.lock_file)
     old = live.pins
     pins = old if args.server else Pins({}, path)
@@ -148,7 +160,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from broker.registry.diff import json_report, text_lines
     from broker.registry.pins import compare
 
-    live = asyncio.run(fetch_live(Path(args.config), args.server, args.lock))
+    live = asyncio.run(fetch_live(_config_path(args), args.server, args.lock))
     pins = live.pins
     states = [compare(pins, server, live.listings[server]) for server in live.order]
     if not args.server:  # servers pinned but no longer configured
@@ -165,7 +177,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    live = asyncio.run(fetch_live(Path(args.config), (), args.lock))
+    live = asyncio.run(fetch_live(_config_path(args), (), args.lock))
     findings = _scan(live, live.pins)
     if args.format == "json":
         print(json.dumps({"findings": [f.to_json() for f in findings]}, indent=2, ensure_ascii=False))
@@ -313,7 +325,9 @@ def add_registry_commands(subparsers: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m broker.registry.cli …` (until `mcp-broker registry` is registered in broker/cli.py)."""
-    parser = argparse.ArgumentParser(prog="mcp-broker")
+    from broker.cli import CommandLineParser  # here: broker.cli imports this module
+
+    parser = CommandLineParser(prog="mcp-broker")
     add_registry_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     code: int = args.func(args)
