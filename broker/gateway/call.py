@@ -16,6 +16,7 @@ from broker.upstream.connection import Relay
 if TYPE_CHECKING:
     from broker.approval.model import Approval
     from broker.traffic.quota import QuotaCharge
+    from broker.traffic.subject import TrafficSubject
 
 
 @dataclass(slots=True)
@@ -65,6 +66,8 @@ class Call:
     """How and when the front verified the caller's credential: (method, start ns, end ns)."""
     arrived_ns: int | None = None
     """When the front received the request (`time.time_ns()`): the request span starts there."""
+    traffic_subject: TrafficSubject | None = None
+    """The call as the traffic parts see it, built once (broker/gateway/stages/traffic.py)."""
     quota_charge: QuotaCharge | None = None
     """What the traffic stage charged to call budgets (refunded if the call is refused later)."""
 

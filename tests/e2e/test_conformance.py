@@ -46,7 +46,7 @@ from tests.support.conformance import (
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "conformance_server.py"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = pytest.mark.fail_if_missing(
     not (NODE22.exists() and CONFORMANCE_JS.exists()),
     reason="Node tools missing: run scripts/install-node-tools.sh",
 )

@@ -283,7 +283,7 @@ async def test_without_a_token_the_sdk_client_cannot_connect(deployment: Deploym
 # -- the MCP Inspector CLI -------------------------------------------------------------------------------
 
 EXIT_TOOL_IS_ERROR = 5
-needs_node = pytest.mark.skipif(
+needs_node = pytest.mark.fail_if_missing(
     not (NODE22.exists() and INSPECTOR_JS.exists()),
     reason="Node tools missing: run scripts/install-node-tools.sh",
 )

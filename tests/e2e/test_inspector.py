@@ -27,7 +27,7 @@ from tests.support.broker import (
     stdio_upstream,
 )
 
-pytestmark = pytest.mark.skipif(
+pytestmark = pytest.mark.fail_if_missing(
     not (NODE22.exists() and INSPECTOR_JS.exists()),
     reason="Node tools missing: run scripts/install-node-tools.sh",
 )

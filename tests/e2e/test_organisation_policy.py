@@ -42,7 +42,7 @@ FIONA = {"type": "User", "id": "fiona", "tenant": "acme", "roles": ["finance"]} 
 
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.skipif(
+    pytest.mark.fail_if_missing(
         not (NODE22.exists() and SERVER_FILESYSTEM_JS.exists()),
         reason="Node tools missing: run scripts/install-node-tools.sh",
     ),

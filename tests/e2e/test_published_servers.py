@@ -44,11 +44,11 @@ MODES = ["legacy", "auto"]
 
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.skipif(
+    pytest.mark.fail_if_missing(
         not (NODE22.exists() and SERVER_FILESYSTEM_JS.exists() and SERVER_MEMORY_JS.exists()),
         reason="Node tools missing: run scripts/install-node-tools.sh",
     ),
-    pytest.mark.skipif(
+    pytest.mark.fail_if_missing(
         not ((VENV_BIN / "mcp-server-time").exists() and (VENV_BIN / "mcp-server-git").exists()),
         reason="mcp-server-time / mcp-server-git not installed in the venv",
     ),

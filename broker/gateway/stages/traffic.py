@@ -41,16 +41,20 @@ _PARSED_LIMIT = 1024
 
 
 def subject_of(call: Call) -> TrafficSubject:
-    """The call as the traffic parts see it: plain strings, never a credential."""
-    assert call.principal is not None and call.target is not None, "identity and catalog run first"
-    principal = call.principal
-    target = call.target
-    return TrafficSubject(
-        principal=f"{principal.type}:{principal.id}@{principal.tenant or ''}",
-        tenant=principal.tenant,
-        tool=str(target.resource.get("id", target.name)),
-        upstream=target.upstream,
-    )
+    """The call as the traffic parts see it: plain strings, never a credential. Built once per call
+    (the stage, the cache and the admission all ask)."""
+    subject = call.traffic_subject
+    if subject is None:
+        assert call.principal is not None and call.target is not None, "identity and catalog run first"
+        principal = call.principal
+        target = call.target
+        subject = call.traffic_subject = TrafficSubject(
+            principal=f"{principal.type}:{principal.id}@{principal.tenant or ''}",
+            tenant=principal.tenant,
+            tool=str(target.resource.get("id", target.name)),
+            upstream=target.upstream,
+        )
+    return subject
 
 
 class Throttle:
